@@ -201,7 +201,8 @@ def _hints(analytical: np.ndarray, numerical: np.ndarray, bad: np.ndarray, atol:
             analytical, numerical, rtol=rtol, atol=atol
         ):
             hints.append(
-                "the analytical gradient equals the numerical one transposed: a transpose is missing or extra (e.g. G Bᵀ vs Bᵀ G)"
+                "the analytical gradient equals the numerical one transposed: "
+                "a transpose is missing or extra (e.g. G Bᵀ vs Bᵀ G)"
             )
     numerically_zero = np.abs(numerical) <= atol
     leaks = bad & numerically_zero & (np.abs(analytical) > atol)
@@ -214,7 +215,8 @@ def _hints(analytical: np.ndarray, numerical: np.ndarray, bad: np.ndarray, atol:
     missed = bad & ~numerically_zero & (np.abs(analytical) <= atol)
     if missed.any() and not (np.abs(analytical) <= atol).all():
         hints.append(
-            f"{int(missed.sum())} element(s) get no gradient although the output depends on them: a path is missing from backward"
+            f"{int(missed.sum())} element(s) get no gradient although the output depends on them: "
+            "a path is missing from backward"
         )
     return hints
 
@@ -261,12 +263,12 @@ def gradcheck(
     names: list[str] = []
     for position, x in enumerate(inputs):
         if isinstance(x, Tensor) and id(x) in to_check_ids:
-            copy = Tensor(x.data.astype(np.float64, copy=True), requires_grad=True)
+            copy = Tensor(x.data.astype(np.float64, order="C", copy=True), requires_grad=True)
             args.append(copy)
             checked.append(copy)
             names.append(f"input {position}")
         elif isinstance(x, Tensor) and x.dtype.kind == "f":
-            args.append(Tensor(x.data.astype(np.float64, copy=True)))
+            args.append(Tensor(x.data.astype(np.float64, order="C", copy=True)))
         else:
             args.append(x)
 
@@ -274,15 +276,14 @@ def gradcheck(
     if _is_module(fn):  # check the parameters too, in float64, and put them back afterwards
         for name, p in fn.named_parameters():
             restore.append((p, p.data, p.requires_grad))
-            p.data = p.data.astype(np.float64, copy=True)
+            p.data = p.data.astype(np.float64, order="C", copy=True)
             p.requires_grad = True
             checked.append(p)
             names.append(f"parameter {name}")
-        for buffer_owner in getattr(fn, "modules", lambda: [])():
-            for key, value in list(getattr(buffer_owner, "_buffers", {}).items()):
-                if isinstance(value, Tensor) and value.dtype.kind == "f":
-                    restore.append((value, value.data, value.requires_grad))
-                    value.data = value.data.astype(np.float64, copy=True)
+        for buffer in fn.buffers() if hasattr(fn, "buffers") else []:  # e.g. batch-norm running stats
+            if isinstance(buffer, Tensor) and buffer.dtype.kind == "f":
+                restore.append((buffer, buffer.data, buffer.requires_grad))
+                buffer.data = buffer.data.astype(np.float64, order="C", copy=True)
     if not checked:
         raise ValueError(
             "gradcheck: no floating-point tensor input to check (mark the ones to check with requires_grad=True)"
@@ -334,7 +335,8 @@ def _check_all(
             report.hints.append(f"backward raised: {backward_error}")
             if "sum the gradient back" in str(backward_error):
                 report.hints.append(
-                    "a missing unbroadcast: the input was broadcast in forward, so its gradient must be summed over the broadcast axes"
+                    "a missing unbroadcast: the input was broadcast in forward, so its gradient "
+                    "must be summed over the broadcast axes"
                 )
             reports.append(report)
             continue
@@ -435,7 +437,8 @@ def _check_directions(
         if error > atol * math.sqrt(u_host.size) + rtol * abs(numerical):
             report.passed = False
             report.hints.append(
-                f"direction {k}: ⟨analytical gradient, u⟩ = {predicted:.6g} but the difference quotient along u is {numerical:.6g}"
+                f"direction {k}: ⟨analytical gradient, u⟩ = {predicted:.6g} but the difference "
+                f"quotient along u is {numerical:.6g}"
             )
 
 

@@ -80,6 +80,8 @@ class StandInArray:
         return self._a.copy()
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # hide NumPy's __array_interface__ and friends
+            raise AttributeError(name)
         attr = getattr(self._a, name)
         if callable(attr):
             return _StandInFunction(attr, f"ndarray.{name}")

@@ -1,0 +1,84 @@
+"""The backend: devices, transfers, scatter-add, RNG, and the stand-in GPU's strictness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minigen as mg
+from minigen import backend
+from minigen.standin import StandInArray
+
+
+def test_device_parsing():
+    assert mg.Device("cpu") == "cpu" and mg.Device("cpu").type == "cpu"
+    cuda = mg.Device("cuda")
+    assert cuda == "cuda:0" and cuda.type == "cuda" and cuda.index == 0
+    assert mg.Device("cuda:3").index == 3
+    with pytest.raises(ValueError, match="invalid device"):
+        mg.Device("cuda:x")
+
+
+def test_xp_of_and_transfers_round_trip():
+    host = np.arange(6.0).reshape(2, 3)
+    dev = backend.to_device(host, "standin")
+    assert isinstance(dev, StandInArray) and backend.device_of(dev) == "standin"
+    assert backend.xp_of(dev) is not np
+    back = backend.asnumpy(dev)
+    assert isinstance(back, np.ndarray)
+    np.testing.assert_array_equal(back, host)
+
+
+def test_standin_refuses_numpy_calls_mixing_and_implicit_conversion():
+    dev = backend.to_device(np.ones(3), "standin")
+    with pytest.raises(TypeError):
+        np.exp(dev)
+    with pytest.raises(TypeError):
+        np.sum(dev)
+    with pytest.raises(TypeError, match="mix a device array with a NumPy array"):
+        dev + np.ones(3)
+    with pytest.raises(TypeError, match="implicit conversion"):
+        np.asarray(dev)
+    # but scalars and its own module are fine, as with CuPy
+    xp = backend.xp_of(dev)
+    out = xp.exp(dev * 2.0 + np.float32(1))
+    assert isinstance(out, StandInArray)
+    assert isinstance(dev.sum(), StandInArray)  # reductions stay on the device (0-d)
+
+
+def test_tensor_ops_stay_on_the_standin_device():
+    x = mg.randn(3, 4, device="standin", requires_grad=True)
+    y = (x @ x.T).relu().sum(dim=0).logsumexp(dim=0)
+    y.backward()
+    assert isinstance(x.grad.data, StandInArray)
+    assert x.grad.device == "standin"
+
+
+@pytest.mark.parametrize("device", ["cpu", "standin"])
+def test_scatter_add_accumulates_repeated_indices(device):
+    target = backend.to_device(np.zeros((4, 2)), device)
+    index = backend.to_device(np.array([0, 2, 0, 0]), device)
+    values = backend.to_device(np.arange(8.0).reshape(4, 2), device)
+    backend.scatter_add(target, index, values)
+    np.testing.assert_array_equal(backend.asnumpy(target), [[0 + 4 + 6, 1 + 5 + 7], [0, 0], [2, 3], [0, 0]])
+
+
+def test_scatter_add_with_boolean_and_multi_axis_keys():
+    target = np.zeros((3, 3))
+    backend.scatter_add(target, (np.array([0, 0, 2]), np.array([1, 1, 2])), np.array([1.0, 2.0, 3.0]))
+    assert target[0, 1] == 3 and target[2, 2] == 3
+    mask = np.eye(3, dtype=bool)
+    backend.scatter_add(target, mask, np.ones(3))
+    assert target[1, 1] == 1
+
+
+def test_cuda_is_optional():
+    assert isinstance(mg.cuda.is_available(), bool)
+    if not mg.cuda.is_available():
+        assert mg.cuda.device_count() == 0
+
+
+def test_module_to_numpy_is_the_only_way_back():
+    t = mg.ones(2, device="standin")
+    assert isinstance(t.numpy(), np.ndarray)
+    assert t.sum().item() == 2.0
