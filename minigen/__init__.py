@@ -32,6 +32,8 @@ from minigen.ops.elementwise import maximum, minimum, where
 from minigen.ops.join import cat, chunk, pad, split, stack
 from minigen.ops.matmul import matmul
 from minigen.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradgradcheck
+from minigen.serialization import load, save
+from minigen import nn, optim, data, utils  # noqa: E402  (after the engine they build on)
 
 import numpy as _np
 

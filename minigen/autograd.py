@@ -160,7 +160,7 @@ def _count_consumers(roots: list[Function]) -> dict[Function, int]:
     while stack:
         node = stack.pop()
         for parent in node.parents:
-            if parent is None or parent.__class__ is Tensor:
+            if parent is None or isinstance(parent, Tensor):
                 continue
             consumers[parent] = consumers.get(parent, 0) + 1
             if parent not in seen:
@@ -240,7 +240,7 @@ def run_backward(
                 g = grads[index] if grads is not None else None
                 if g is not None:
                     _check_grad_shape(node, index, parent, g)
-                if parent.__class__ is Tensor:
+                if isinstance(parent, Tensor):  # a leaf (Tensor or nn.Parameter)
                     if g is not None:
                         _deliver_to_leaf(parent, g, create_graph, captured, wanted)
                     continue
@@ -257,7 +257,7 @@ def run_backward(
 
 
 def _check_grad_shape(node: Function, index: int, parent: Any, g: Tensor) -> None:
-    expected = parent.shape if parent.__class__ is Tensor else parent.out_shape
+    expected = parent.shape if isinstance(parent, Tensor) else parent.out_shape
     if g.shape != expected:
         raise RuntimeError(
             f"{node.name}.backward returned a gradient of shape {tuple(g.shape)} for input {index}, "
@@ -277,11 +277,17 @@ def _deliver_to_leaf(leaf: Tensor, g: Tensor, create_graph: bool, captured: Any,
         if index is not None:
             captured[index] = captured[index] + g if index in captured else g
         return
-    if not create_graph:
-        g = g.detach()
     if g.dtype != leaf.dtype:
         g = g.to(leaf.dtype)
-    leaf.grad = g if leaf.grad is None else leaf.grad + g
+    if leaf.grad is not None:
+        leaf.grad = leaf.grad + (g if create_graph else g.detach())
+    elif create_graph:
+        leaf.grad = g
+    else:
+        # A fresh, writable array owned by this leaf: the incoming gradient may be a
+        # read-only broadcast view or shared with another leaf, and optimisers and
+        # clipping are allowed to update .grad in place.
+        leaf.grad = Tensor(g.data.copy())
 
 
 def grad(

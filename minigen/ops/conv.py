@@ -1,0 +1,538 @@
+"""2-D convolution and transposed convolution, computed as one big matrix multiply.
+
+A convolution layer (PyTorch's ``conv2d``; strictly a cross-correlation, the kernel is
+not flipped) slides a filter W of shape (C_out, C_in/groups, k_H, k_W) over the
+zero-padded input x of shape (N, C_in, H, W):
+
+    y[n, o, h, w] = b[o] + Σ_c Σ_i Σ_j  W[o, c, i, j] · x_pad[n, c, h·s + i·d, w·s + j·d]
+
+with stride s, dilation d and padding p. Each output side has length
+
+    H_out = ⌊(H + 2p − d(k − 1) − 1) / s⌋ + 1.
+
+**im2col (the GEMM path).** For each kernel offset (i, j) the strided slice
+``x_pad[:, :, i·d :: s, j·d :: s]`` (cut to H_out × W_out) holds, at every output pixel,
+the input value that W[:, :, i, j] multiplies. Copying the k_H·k_W slices into one buffer
+``cols`` of shape (N, C_in·k_H·k_W, H_out·W_out) turns the whole layer into one batched
+matrix product, which BLAS (or cuBLAS) runs at full speed:
+
+    Y = W_mat · cols,     W_mat = W.reshape(C_out, C_in·k_H·k_W).
+
+**Backward.** The convolution is linear in x and in W, so both gradients are again
+convolutions:
+
+* ∂L/∂x = ``conv_transpose2d(g, W)``: the matrix product W_matᵀ · g spreads each output
+  gradient back over its window, and **col2im** adds the k_H·k_W slices back into place
+  with strided ``+=`` (overlapping windows accumulate);
+* ∂L/∂W = Σ_n g_n · cols_nᵀ (``Conv2dWeightGrad``);
+* ∂L/∂b = Σ_{n,h,w} g.
+
+``conv_transpose2d`` is the adjoint of ``conv2d`` in x, so its backward is ``conv2d``
+(for x) and ``Conv2dWeightGrad`` (for W). ``Conv2dWeightGrad`` is linear in both of its
+inputs; its backward is ``conv_transpose2d`` and ``conv2d``. These three Functions call
+only each other, so gradients of gradients (``create_graph=True``, WGAN-GP, the
+``gradgradcheck`` tests) work to any order.
+
+Internally every Function takes an explicit padding *before* the data and explicit
+output sizes, so asymmetric cases (``padding="same"`` with an even kernel, transposed
+convolutions with ``output_padding``) all reduce to the same index relation
+"input position = output position · s + kernel offset · d − p".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from minigen.autograd import Function
+from minigen.backend import device_of, xp_of
+from minigen.tensor import Tensor
+
+IntPair = int | Sequence[int]
+
+# On the CPU the batch is processed in chunks whose im2col buffer holds about this many
+# elements (8 MB in float32): the buffer stays in cache between im2col and the matmul,
+# and it is reused from chunk to chunk. A fresh 75 MB buffer per call would cost as much
+# again in page faults as the copy itself. On a GPU the whole batch is one chunk.
+CPU_CHUNK_ELEMENTS = 1 << 21
+
+# Below this many output pixels per image, per-image matrix products are too thin for
+# BLAS, so the chunk is laid out batch-last and multiplied as one wide matrix instead.
+SMALL_IMAGE = 256
+
+
+# ------------------------------------------------------------------------ geometry
+def _pair(value: Any, name: str, op: str) -> tuple[int, int]:
+    """An int or a pair of ints, as PyTorch accepts for stride, padding, kernel size..."""
+    if isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int) or (hasattr(value, "__index__") and not hasattr(value, "__len__")):
+        return int(value), int(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return int(value[0]), int(value[1])
+    raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """H_out = ⌊(H + 2p − d(k − 1) − 1) / s⌋ + 1 (the slide's formula)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _span(k: int, stride: int, pad: int, dilation: int, n_in: int, n_out: int) -> tuple[int, int, int]:
+    """For kernel offset k: the output positions [lo, hi) whose input position
+    o·s + k·d − p falls inside [0, n_in) (the others read zero padding), and the input
+    position of output position ``lo``. A negative ``pad`` crops instead of padding."""
+    offset = k * dilation - pad
+    lo = -(offset // stride) if offset < 0 else 0  # ⌈−offset / s⌉
+    hi = min(n_out, (n_in - 1 - offset) // stride + 1)
+    hi = max(hi, lo)
+    return lo, hi, lo * stride + offset
+
+
+def _window(start: int, stride: int, count: int) -> slice:
+    """The strided slice start, start + s, ..., covering ``count`` positions."""
+    return slice(start, start + stride * (count - 1) + 1, stride)
+
+
+def _batch_view(cols: Any, i: int, j: int, batch_last: bool) -> Any:
+    """cols[..., i, j, ...] as an (N, C, H_out, W_out) view, whichever layout cols has."""
+    return cols[:, i, j].transpose(1, 0, 2, 3) if batch_last else cols[:, :, i, j]
+
+
+def _im2col(
+    x: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple, out: Any, batch_last: bool
+) -> Any:
+    """cols[n, c, i, j, h, w] = x_pad[n, c, h·s + i·d, w·s + j·d], written into ``out``.
+
+    ``out`` is (N, C, k_H, k_W, H_out, W_out), or (C, k_H, k_W, N, H_out, W_out) when
+    ``batch_last``. One strided-slice copy per kernel offset; the padding is never
+    materialised: the positions that would read it are set to zero instead.
+    """
+    h_in, w_in = x.shape[2:]
+    h_out, w_out = out_hw
+    for i in range(kernel[0]):
+        h0, h1, r = _span(i, stride[0], pad[0], dilation[0], h_in, h_out)
+        for j in range(kernel[1]):
+            w0, w1, q = _span(j, stride[1], pad[1], dilation[1], w_in, w_out)
+            dst = _batch_view(out, i, j, batch_last)
+            if h1 == h0 or w1 == w0:
+                dst[...] = 0
+                continue
+            dst[:, :, h0:h1, w0:w1] = x[:, :, _window(r, stride[0], h1 - h0), _window(q, stride[1], w1 - w0)]
+            # Zero the border that reads padding (these slices are empty when there is none).
+            dst[:, :, :h0] = 0
+            dst[:, :, h1:] = 0
+            dst[:, :, h0:h1, :w0] = 0
+            dst[:, :, h0:h1, w1:] = 0
+    return out
+
+
+def _col2im(cols: Any, out: Any, stride: tuple, pad: tuple, dilation: tuple, batch_last: bool) -> Any:
+    """The adjoint of ``_im2col``: out[n, c, h·s + i·d − p, w·s + j·d − p] += cols[n, c, i, j, h, w].
+
+    Overlapping windows accumulate through one strided ``+=`` per kernel offset (no
+    scatter-add needed: within one offset no position repeats). Contributions that land
+    in the padding are dropped.
+    """
+    kh, kw = cols.shape[1:3] if batch_last else cols.shape[2:4]
+    h_out, w_out = cols.shape[-2:]
+    h_in, w_in = out.shape[2:]
+    for i in range(kh):
+        h0, h1, r = _span(i, stride[0], pad[0], dilation[0], h_in, h_out)
+        if h1 == h0:
+            continue
+        for j in range(kw):
+            w0, w1, q = _span(j, stride[1], pad[1], dilation[1], w_in, w_out)
+            if w1 == w0:
+                continue
+            src = _batch_view(cols, i, j, batch_last)
+            out[:, :, _window(r, stride[0], h1 - h0), _window(q, stride[1], w1 - w0)] += src[:, :, h0:h1, w0:w1]
+    return out
+
+
+def _batch_chunk(x: Any, per_sample: int) -> int:
+    """How many samples go into one im2col buffer (all of them on a GPU)."""
+    n = x.shape[0]
+    if device_of(x).type == "cuda":
+        return max(n, 1)
+    return max(1, min(n, CPU_CHUNK_ELEMENTS // max(per_sample, 1)))
+
+
+def _cols_chunks(x: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple, batch_last: bool):
+    """Yield (start, stop, cols) over batch chunks, reusing one im2col buffer."""
+    xp = xp_of(x)
+    n, c = x.shape[:2]
+    chunk = _batch_chunk(x, c * kernel[0] * kernel[1] * out_hw[0] * out_hw[1])
+    buffer = None
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        b = stop - start
+        shape = (c, *kernel, b, *out_hw) if batch_last else (b, c, *kernel, *out_hw)
+        if buffer is None or buffer.shape != shape:
+            buffer = xp.empty(shape, dtype=x.dtype)
+        yield start, stop, _im2col(x[start:stop], kernel, stride, pad, dilation, out_hw, buffer, batch_last)
+
+
+# -------------------------------------------------------------- array-level kernels
+def _conv2d_array(x: Any, w: Any, stride: tuple, pad: tuple, dilation: tuple, groups: int, out_hw: tuple) -> Any:
+    """Y = W_mat · cols per group and batch chunk: one big matmul each."""
+    xp = xp_of(x)
+    n = x.shape[0]
+    c_out, c_group, kh, kw = w.shape
+    k = c_group * kh * kw
+    pixels = out_hw[0] * out_hw[1]
+    y = xp.empty((n, c_out, *out_hw), dtype=x.dtype)
+    w_mat = w.reshape(groups, c_out // groups, k)
+    batch_last = pixels < SMALL_IMAGE
+    for start, stop, cols in _cols_chunks(x, (kh, kw), stride, pad, dilation, out_hw, batch_last):
+        b = stop - start
+        if batch_last:  # (G, C_out/G, K) @ (G, K, b·L), then back to batch-first
+            product = xp.matmul(w_mat, cols.reshape(groups, k, b * pixels))
+            y[start:stop] = product.reshape(c_out, b, *out_hw).transpose(1, 0, 2, 3)
+        else:  # (G, C_out/G, K) @ (b, G, K, L), written straight into y
+            xp.matmul(w_mat, cols.reshape(b, groups, k, pixels), out=y[start:stop].reshape(b, groups, -1, pixels))
+    return y
+
+
+def _conv_transpose2d_array(
+    x: Any, w: Any, stride: tuple, pad: tuple, dilation: tuple, groups: int, out_hw: tuple
+) -> Any:
+    """The adjoint of ``_conv2d_array`` in x, onto an output of spatial size ``out_hw``.
+
+    Stride 1: a transposed convolution is a plain convolution with the kernel flipped,
+    its in/out channel axes swapped and padding d(k − 1) − p, which is cheaper than
+    col2im. Larger strides: cols = W_matᵀ · x per group and chunk, then col2im.
+    """
+    xp = xp_of(x)
+    n, c_in, h, w_len = x.shape
+    _, c_group_out, kh, kw = w.shape
+    c_out = groups * c_group_out
+    if stride == (1, 1):
+        flipped = w[:, :, ::-1, ::-1].reshape(groups, c_in // groups, c_group_out, kh, kw).swapaxes(1, 2)
+        flipped = flipped.reshape(c_out, c_in // groups, kh, kw)
+        flipped_pad = (dilation[0] * (kh - 1) - pad[0], dilation[1] * (kw - 1) - pad[1])
+        return _conv2d_array(x, flipped, stride, flipped_pad, dilation, groups, out_hw)
+    y = xp.zeros((n, c_out, *out_hw), dtype=x.dtype)
+    k = c_group_out * kh * kw
+    w_t = w.reshape(groups, c_in // groups, k).swapaxes(-1, -2)  # (G, K, C_in/G)
+    chunk = _batch_chunk(x, c_out * kh * kw * h * w_len)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        b = stop - start
+        x_t = x[start:stop].transpose(1, 0, 2, 3).reshape(groups, c_in // groups, b * h * w_len)
+        cols = xp.matmul(w_t, x_t).reshape(c_out, kh, kw, b, h, w_len)
+        _col2im(cols, y[start:stop], stride, pad, dilation, batch_last=True)
+    return y
+
+
+def _weight_grad_array(x: Any, g: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, groups: int) -> Any:
+    """∂L/∂W = Σ_n g_n · cols_nᵀ per group, shape (C_out, C_in/G, k_H, k_W).
+
+    The batch is folded into the contraction, (C_out/G, b·L) @ (b·L, K) per chunk, so
+    each chunk is one wide matrix product.
+    """
+    xp = xp_of(x)
+    c_in = x.shape[1]
+    c_out, h_out, w_out = g.shape[1:]
+    pixels = h_out * w_out
+    k = (c_in // groups) * kernel[0] * kernel[1]
+    dw = None
+    for start, stop, cols in _cols_chunks(x, kernel, stride, pad, dilation, (h_out, w_out), batch_last=True):
+        b = stop - start
+        g_t = g[start:stop].reshape(b, c_out, pixels).transpose(1, 0, 2).reshape(groups, c_out // groups, b * pixels)
+        part = xp.matmul(g_t, cols.reshape(groups, k, b * pixels).swapaxes(-1, -2))
+        if dw is None:
+            dw = part
+        else:
+            dw += part
+    return dw.reshape(c_out, c_in // groups, *kernel)
+
+
+# ----------------------------------------------------------------------- Functions
+class Conv2d(Function):
+    """y = conv2d(x, W) + b (im2col + matmul).
+
+    ∂L/∂x = conv_transpose2d(g, W),  ∂L/∂W = Conv2dWeightGrad(x, g),  ∂L/∂b = Σ_{n,h,w} g.
+    """
+
+    __slots__ = ("stride", "pad", "dilation", "groups")
+
+    def forward(
+        self,
+        x: Tensor,
+        w: Tensor,
+        *bias: Tensor,
+        stride: tuple,
+        pad: tuple,
+        dilation: tuple,
+        groups: int,
+        out_hw: tuple,
+    ):
+        self.stride, self.pad, self.dilation, self.groups = stride, pad, dilation, groups
+        y = _conv2d_array(x.data, w.data, stride, pad, dilation, groups, tuple(out_hw))
+        if bias:
+            y += bias[0].data.reshape(1, -1, 1, 1)
+        self.saved = (x, w)
+        return y
+
+    def backward(self, grad: Tensor):
+        x, w = self.saved
+        need = self.needs_grad
+        geometry = dict(stride=self.stride, pad=self.pad, dilation=self.dilation, groups=self.groups)
+        grad_x = ConvTranspose2d.apply(grad, w, out_hw=x.shape[2:], **geometry) if need[0] else None
+        grad_w = Conv2dWeightGrad.apply(x, grad, kernel=w.shape[2:], **geometry) if need[1] else None
+        if len(need) == 2:
+            return grad_x, grad_w
+        return grad_x, grad_w, grad.sum(dim=(0, 2, 3)) if need[2] else None
+
+
+class ConvTranspose2d(Function):
+    """y = conv_transpose2d(x, W) + b: the adjoint of conv2d in its input.
+
+    ∂L/∂x = conv2d(g, W),  ∂L/∂W = Conv2dWeightGrad(g, x),  ∂L/∂b = Σ_{n,h,w} g.
+    (W's layout (C_in, C_out/G, k_H, k_W) is conv2d's (C_out, C_in/G, ...) layout for the
+    convolution that maps y's shape back to x's, which is why both gradients are conv2d's.)
+    """
+
+    __slots__ = ("stride", "pad", "dilation", "groups")
+
+    def forward(
+        self,
+        x: Tensor,
+        w: Tensor,
+        *bias: Tensor,
+        stride: tuple,
+        pad: tuple,
+        dilation: tuple,
+        groups: int,
+        out_hw: tuple,
+    ):
+        self.stride, self.pad, self.dilation, self.groups = stride, pad, dilation, groups
+        y = _conv_transpose2d_array(x.data, w.data, stride, pad, dilation, groups, tuple(out_hw))
+        if bias:
+            y += bias[0].data.reshape(1, -1, 1, 1)
+        self.saved = (x, w)
+        return y
+
+    def backward(self, grad: Tensor):
+        x, w = self.saved
+        need = self.needs_grad
+        geometry = dict(stride=self.stride, pad=self.pad, dilation=self.dilation, groups=self.groups)
+        grad_x = Conv2d.apply(grad, w, out_hw=x.shape[2:], **geometry) if need[0] else None
+        grad_w = Conv2dWeightGrad.apply(grad, x, kernel=w.shape[2:], **geometry) if need[1] else None
+        if len(need) == 2:
+            return grad_x, grad_w
+        return grad_x, grad_w, grad.sum(dim=(0, 2, 3)) if need[2] else None
+
+
+class Conv2dWeightGrad(Function):
+    """∂L/∂W of conv2d as an op of its own:
+
+        G_W[o, c, i, j] = Σ_{n,h,w} g[n, o, h, w] · x_pad[n, c, h·s + i·d, w·s + j·d].
+
+    It is bilinear in (x, g), so for an upstream gradient U of W's shape
+    ∂⟨U, G_W⟩/∂x = conv_transpose2d(g, U) and ∂⟨U, G_W⟩/∂g = conv2d(x, U).
+    """
+
+    __slots__ = ("stride", "pad", "dilation", "groups")
+
+    def forward(self, x: Tensor, g: Tensor, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, groups: int):
+        self.stride, self.pad, self.dilation, self.groups = stride, pad, dilation, groups
+        self.saved = (x, g)
+        return _weight_grad_array(x.data, g.data, tuple(kernel), stride, pad, dilation, groups)
+
+    def backward(self, grad: Tensor):
+        x, g = self.saved
+        need_x, need_g = self.needs_grad
+        geometry = dict(stride=self.stride, pad=self.pad, dilation=self.dilation, groups=self.groups)
+        grad_x = ConvTranspose2d.apply(g, grad, out_hw=x.shape[2:], **geometry) if need_x else None
+        grad_g = Conv2d.apply(x, grad, out_hw=g.shape[2:], **geometry) if need_g else None
+        return grad_x, grad_g
+
+
+# ---------------------------------------------------------------- public functions
+def _check_inputs(op: str, input: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    for name, t in (("input", input), ("weight", weight), ("bias", bias)):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+    if input.ndim != 4:
+        raise ValueError(f"{op}: expected a 4-D input (N, C, H, W) (or 3-D (C, H, W)), got shape {tuple(input.shape)}")
+    if weight.ndim != 4:
+        raise ValueError(f"{op}: expected a 4-D weight, got shape {tuple(weight.shape)}")
+    if input.dtype.kind != "f" or input.dtype != weight.dtype or (bias is not None and bias.dtype != input.dtype):
+        dtypes = f"input {input.dtype}, weight {weight.dtype}" + (f", bias {bias.dtype}" if bias is not None else "")
+        raise TypeError(f"{op}: input, weight and bias must share one floating-point dtype, got {dtypes}")
+    devices = {t.device for t in (input, weight, bias) if t is not None}
+    if len(devices) > 1:
+        raise RuntimeError(
+            f"{op}: expected all tensors on the same device, got input on {input.device} and weight on "
+            f"{weight.device}" + (f" and bias on {bias.device}" if bias is not None else "")
+        )
+
+
+def _check_positive(op: str, **pairs: tuple[int, int]) -> None:
+    for name, (a, b) in pairs.items():
+        low = 0 if name in ("padding", "output_padding") else 1
+        if a < low or b < low:
+            bound = "non-negative" if low == 0 else "positive"
+            raise ValueError(f"{op}: {name} must be {bound}, got {(a, b)}")
+
+
+def _check_groups(op: str, groups: int, c_in: int, c_out: int, shapes: str) -> None:
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    if c_in % groups or c_out % groups:
+        raise ValueError(
+            f"{op}: groups={groups} must divide both the input channels ({c_in}) and the output channels "
+            f"({c_out}); {shapes}"
+        )
+
+
+def _batched(input: Tensor) -> tuple[Tensor, bool]:
+    """PyTorch accepts an unbatched (C, H, W) image: add the batch axis, remove it later."""
+    if isinstance(input, Tensor) and input.ndim == 3:
+        return input.unsqueeze(0), True
+    return input, False
+
+
+def conv2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair | str = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> Tensor:
+    """2-D convolution (cross-correlation), PyTorch's ``F.conv2d``.
+
+    ``input`` (N, C_in, H, W) or (C_in, H, W); ``weight`` (C_out, C_in/groups, k_H, k_W);
+    ``bias`` (C_out,) or None. ``stride``, ``padding``, ``dilation``: int or (h, w) pair;
+    ``padding`` may also be ``"valid"`` (0) or ``"same"`` (output size = input size,
+    stride 1 only; an odd total padding puts the extra row/column at the end, as PyTorch
+    does).
+
+        y[n, o, h, w] = b[o] + Σ_c Σ_i Σ_j W[o, c, i, j] · x_pad[n, c, h·s + i·d, w·s + j·d]
+
+    Output size per side: H_out = ⌊(H + 2p − d(k − 1) − 1) / s⌋ + 1.
+
+    Worked example (the slide): a 3×3 filter over a 6×6 image padded by 1, stride 1,
+    gives ⌊(6 + 2·1 − 1·(3 − 1) − 1) / 1⌋ + 1 = 6, a 6×6 output: padding by 1 keeps the
+    size. With stride 2 it would be ⌊5/2⌋ + 1 = 3. On a tiny image, the 2×2 filter
+    [[1, 0], [0, −1]] computes "top-left minus bottom-right" in each window::
+
+        x = [[1, 2, 3],        W = [[1,  0],       y = [[1−5, 2−6],   = [[−4, −4],
+             [4, 5, 6],             [0, −1]]            [4−8, 5−9]]      [−4, −4]]
+             [7, 8, 9]]
+
+    (3 + 0 − 1·(2 − 1) − 1) / 1 + 1 = 2, so y is 2×2.
+    """
+    op = "conv2d"
+    x, unbatched = _batched(input)
+    _check_inputs(op, x, weight, bias)
+    stride_ = _pair(stride, "stride", op)
+    dilation_ = _pair(dilation, "dilation", op)
+    n, c_in, h, w = x.shape
+    c_out, c_group, kh, kw = weight.shape
+    shapes = f"input shape {tuple(x.shape)}, weight shape {tuple(weight.shape)}"
+    _check_groups(op, groups, c_in, c_out, shapes)
+    if c_group * groups != c_in:
+        raise ValueError(
+            f"{op}: the input has {c_in} channels, but the weight of shape {tuple(weight.shape)} with groups={groups} "
+            f"expects {c_group} × {groups} = {c_group * groups} input channels (weight layout: "
+            "(C_out, C_in/groups, kH, kW))"
+        )
+    if bias is not None and tuple(bias.shape) != (c_out,):
+        raise ValueError(f"{op}: bias must have shape ({c_out},) to match the weight's C_out, got {tuple(bias.shape)}")
+    if isinstance(padding, str):
+        if padding == "valid":
+            pad_before, pad_total = (0, 0), (0, 0)
+        elif padding == "same":
+            if stride_ != (1, 1):
+                raise ValueError(f"{op}: padding='same' needs stride 1, got stride {stride_}")
+            pad_total = (dilation_[0] * (kh - 1), dilation_[1] * (kw - 1))
+            pad_before = (pad_total[0] // 2, pad_total[1] // 2)
+        else:
+            raise ValueError(f"{op}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    else:
+        pad_before = _pair(padding, "padding", op)
+        pad_total = (2 * pad_before[0], 2 * pad_before[1])
+    _check_positive(op, stride=stride_, dilation=dilation_, padding=pad_before)
+    reach = (dilation_[0] * (kh - 1) + 1, dilation_[1] * (kw - 1) + 1)
+    padded = (h + pad_total[0], w + pad_total[1])
+    if reach[0] > padded[0] or reach[1] > padded[1]:
+        raise ValueError(
+            f"{op}: the kernel (effective size {reach[0]}×{reach[1]} with dilation {dilation_}) is larger than the "
+            f"padded input ({padded[0]}×{padded[1]}); {shapes}, padding {padding}"
+        )
+    out_hw = ((padded[0] - reach[0]) // stride_[0] + 1, (padded[1] - reach[1]) // stride_[1] + 1)
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    out = Conv2d.apply(*inputs, stride=stride_, pad=pad_before, dilation=dilation_, groups=groups, out_hw=out_hw)
+    return out.squeeze(0) if unbatched else out
+
+
+def conv_transpose2d(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    output_padding: IntPair = 0,
+    groups: int = 1,
+    dilation: IntPair = 1,
+) -> Tensor:
+    """Transposed convolution ("deconvolution"), PyTorch's ``F.conv_transpose2d``.
+
+    ``input`` (N, C_in, H, W) or (C_in, H, W); ``weight`` (C_in, C_out/groups, k_H, k_W)
+    (note: C_in first, the transpose of conv2d's layout); ``bias`` (C_out,) or None.
+
+    It is the adjoint (the gradient with respect to the input) of ``conv2d`` with the
+    same weight: every input pixel scatters W[c, :, :, :] · x[n, c, h, w] onto the output
+    window starting at (h·s − p, w·s − p), overlapping windows adding up:
+
+        y[n, o, h·s + i·d − p, w·s + j·d − p] += x[n, c, h, w] · W[c, o, i, j]
+
+    so it upsamples by the stride. Output size per side:
+
+        H_out = (H − 1)·s − 2p + d(k − 1) + output_padding + 1.
+
+    ``output_padding`` (< stride or < dilation) adds rows/columns at the end, choosing
+    among the input sizes that conv2d with this stride maps to the same size. E.g.
+    k=4, s=2, p=1 doubles the size: (8 − 1)·2 − 2 + 3 + 1 = 16.
+    """
+    op = "conv_transpose2d"
+    x, unbatched = _batched(input)
+    _check_inputs(op, x, weight, bias)
+    stride_ = _pair(stride, "stride", op)
+    pad_ = _pair(padding, "padding", op)
+    out_pad = _pair(output_padding, "output_padding", op)
+    dilation_ = _pair(dilation, "dilation", op)
+    _check_positive(op, stride=stride_, dilation=dilation_, padding=pad_, output_padding=out_pad)
+    n, c_in, h, w = x.shape
+    c_w, c_group_out, kh, kw = weight.shape
+    c_out = c_group_out * groups if isinstance(groups, int) else 0
+    shapes = f"input shape {tuple(x.shape)}, weight shape {tuple(weight.shape)}"
+    _check_groups(op, groups, c_in, c_out, shapes)
+    if c_w != c_in:
+        raise ValueError(
+            f"{op}: the input has {c_in} channels, but the weight of shape {tuple(weight.shape)} expects {c_w} "
+            "(weight layout: (C_in, C_out/groups, kH, kW))"
+        )
+    if bias is not None and tuple(bias.shape) != (c_out,):
+        raise ValueError(
+            f"{op}: bias must have shape ({c_out},) (C_out = {c_group_out} × groups {groups}), got {tuple(bias.shape)}"
+        )
+    for axis in range(2):
+        if out_pad[axis] >= max(stride_[axis], dilation_[axis]):
+            raise ValueError(
+                f"{op}: output_padding {out_pad} must be smaller than either stride {stride_} or dilation {dilation_}"
+            )
+    out_hw = tuple(
+        (size - 1) * stride_[a] - 2 * pad_[a] + dilation_[a] * (k - 1) + out_pad[a] + 1
+        for a, (size, k) in enumerate(((h, kh), (w, kw)))
+    )
+    if out_hw[0] < 1 or out_hw[1] < 1:
+        raise ValueError(f"{op}: the output size {out_hw} is not positive; {shapes}, padding {pad_}, stride {stride_}")
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    out = ConvTranspose2d.apply(*inputs, stride=stride_, pad=pad_, dilation=dilation_, groups=groups, out_hw=out_hw)
+    return out.squeeze(0) if unbatched else out

@@ -1,0 +1,327 @@
+"""2-D max and average pooling over strided windows.
+
+A pooling window of size k_H × k_W moves over each channel with stride s (by default
+s = k, non-overlapping windows) over the input padded by p:
+
+    max pool:  y[n, c, h, w] = max_{i,j} x_pad[n, c, h·s + i·d, w·s + j·d]      (padding = −∞)
+    avg pool:  y[n, c, h, w] = (1/|window|) Σ_{i,j} x_pad[n, c, h·s + i, w·s + j]  (padding = 0)
+
+with H_out = ⌊(H + 2p − d(k − 1) − 1) / s⌋ + 1 (⌈·⌉ with ``ceil_mode``).
+
+Both are computed with one strided slice per kernel offset (i, j): the slice
+``x[:, :, i·d :: s, j·d :: s]`` holds, for every output pixel at once, the element at
+offset (i, j) of its window. So the Python loops run over the k_H·k_W offsets only,
+never over output pixels. Padding is never materialised: an offset's slice simply skips
+the output positions whose element would lie in the padding.
+
+**Gradients.**
+
+* Max pool routes each output gradient one-hot to the element that won its window:
+  ∂L/∂x[p] = Σ_{windows whose max is at p} g. Tie rule: when several elements share the
+  maximum, the *first* in row-major window order (smallest i, then smallest j) takes all
+  of the gradient, as PyTorch's CPU kernel does. A NaN counts as the maximum (NaN
+  propagates). The backward is a scatter (``MaxPool2dScatter``) whose own backward is the
+  matching gather (``MaxPool2dGather``), so second derivatives work.
+* Avg pool is linear: ∂L/∂x[p] = Σ_{windows containing p} g / |window|. Its backward
+  (``AvgPool2dScatter``) and the pooling itself are each other's adjoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from minigen.autograd import Function
+from minigen.backend import xp_of
+from minigen.ops.conv import _pair, _span, _window
+from minigen.tensor import Tensor
+
+IntPair = int | Sequence[int]
+
+
+class _Geometry:
+    """Kernel, stride, padding, dilation and the input/output sizes of one pooling."""
+
+    __slots__ = ("kernel", "stride", "pad", "dilation", "in_hw", "out_hw")
+
+    def __init__(self, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, in_hw: tuple, out_hw: tuple):
+        self.kernel, self.stride, self.pad, self.dilation = kernel, stride, pad, dilation
+        self.in_hw, self.out_hw = tuple(in_hw), tuple(out_hw)
+
+    def offsets(self):
+        """For each kernel offset t = i·k_W + j: (t, output slice, input slice), skipping
+        offsets that only ever read padding. The output slice selects the output pixels
+        whose window element at (i, j) is a real input element; the input slice (a
+        strided window) selects those elements, in the same order."""
+        for i in range(self.kernel[0]):
+            h0, h1, r = _span(i, self.stride[0], self.pad[0], self.dilation[0], self.in_hw[0], self.out_hw[0])
+            for j in range(self.kernel[1]):
+                w0, w1, q = _span(j, self.stride[1], self.pad[1], self.dilation[1], self.in_hw[1], self.out_hw[1])
+                if h1 > h0 and w1 > w0:
+                    out_slice = (slice(None), slice(None), slice(h0, h1), slice(w0, w1))
+                    in_slice = (
+                        slice(None),
+                        slice(None),
+                        _window(r, self.stride[0], h1 - h0),
+                        _window(q, self.stride[1], w1 - w0),
+                    )
+                    yield i * self.kernel[1] + j, out_slice, in_slice
+
+
+# --------------------------------------------------------------------------- max pool
+class MaxPool2d(Function):
+    """y = max over each window;  ∂L/∂x = g routed one-hot to each window's argmax."""
+
+    __slots__ = ("geometry",)
+
+    def forward(self, x: Tensor, geometry: _Geometry, argmax_out: list | None = None):
+        xp = x.xp
+        self.geometry = geometry
+        n, c = x.shape[:2]
+        best = xp.full((n, c, *geometry.out_hw), -xp.inf, dtype=x.dtype)
+        # Which offset t won each window; int16 holds any sensible kernel size.
+        argmax = xp.zeros((n, c, *geometry.out_hw), dtype=xp.int16)
+        for t, out_slice, in_slice in geometry.offsets():
+            candidate = x.data[in_slice]
+            current = best[out_slice]
+            # Strictly greater: on ties the earlier offset keeps the maximum (first wins).
+            # A NaN always takes over, so it propagates like in PyTorch.
+            wins = (candidate > current) | (candidate != candidate)
+            xp.copyto(current, candidate, where=wins)
+            xp.copyto(argmax[out_slice], t, where=wins)
+        self.saved = argmax
+        if argmax_out is not None:  # max_pool2d(..., return_indices=True) wants it too
+            argmax_out.append(argmax)
+        return best
+
+    def backward(self, grad: Tensor):
+        return MaxPool2dScatter.apply(grad, argmax=self.saved, geometry=self.geometry)
+
+
+class MaxPool2dScatter(Function):
+    """dx = zeros like x, with g[n, c, h, w] added at the argmax of window (h, w).
+
+    Linear in g; its adjoint (the backward) gathers: ∂L/∂g[h, w] = U[argmax of (h, w)].
+    Overlapping windows can share an argmax, hence one ``+=`` per offset, not ``=``.
+    """
+
+    __slots__ = ("argmax", "geometry")
+
+    def forward(self, g: Tensor, argmax: Any, geometry: _Geometry):
+        xp = g.xp
+        self.argmax, self.geometry = argmax, geometry
+        dx = xp.zeros((*g.shape[:2], *geometry.in_hw), dtype=g.dtype)
+        for t, out_slice, in_slice in geometry.offsets():
+            dx[in_slice] += xp.where(argmax[out_slice] == t, g.data[out_slice], 0)
+        return dx
+
+    def backward(self, grad: Tensor):
+        return MaxPool2dGather.apply(grad, argmax=self.argmax, geometry=self.geometry)
+
+
+class MaxPool2dGather(Function):
+    """y[n, c, h, w] = u[n, c, argmax of window (h, w)]: max pooling with the winners fixed.
+
+    The adjoint of ``MaxPool2dScatter``; its backward is that scatter again.
+    """
+
+    __slots__ = ("argmax", "geometry")
+
+    def forward(self, u: Tensor, argmax: Any, geometry: _Geometry):
+        xp = u.xp
+        self.argmax, self.geometry = argmax, geometry
+        y = xp.zeros((*u.shape[:2], *geometry.out_hw), dtype=u.dtype)
+        for t, out_slice, in_slice in geometry.offsets():
+            xp.copyto(y[out_slice], u.data[in_slice], where=argmax[out_slice] == t)
+        return y
+
+    def backward(self, grad: Tensor):
+        return MaxPool2dScatter.apply(grad, argmax=self.argmax, geometry=self.geometry)
+
+
+# --------------------------------------------------------------------------- avg pool
+class AvgPool2d(Function):
+    """y = (Σ over each window) / divisor;  ∂L/∂x = ``AvgPool2dScatter``(g)."""
+
+    __slots__ = ("geometry", "inverse_divisor")
+
+    def forward(self, x: Tensor, geometry: _Geometry, inverse_divisor: Any):
+        self.geometry, self.inverse_divisor = geometry, inverse_divisor
+        y = x.xp.zeros((*x.shape[:2], *geometry.out_hw), dtype=x.dtype)
+        for _, out_slice, in_slice in geometry.offsets():
+            y[out_slice] += x.data[in_slice]
+        y *= inverse_divisor
+        return y
+
+    def backward(self, grad: Tensor):
+        return AvgPool2dScatter.apply(grad, geometry=self.geometry, inverse_divisor=self.inverse_divisor)
+
+
+class AvgPool2dScatter(Function):
+    """dx[p] = Σ_{windows containing p} g / divisor: the adjoint of average pooling.
+
+    Its backward is average pooling again.
+    """
+
+    __slots__ = ("geometry", "inverse_divisor")
+
+    def forward(self, g: Tensor, geometry: _Geometry, inverse_divisor: Any):
+        self.geometry, self.inverse_divisor = geometry, inverse_divisor
+        share = g.data * inverse_divisor
+        dx = g.xp.zeros((*g.shape[:2], *geometry.in_hw), dtype=g.dtype)
+        for _, out_slice, in_slice in geometry.offsets():
+            dx[in_slice] += share[out_slice]
+        return dx
+
+    def backward(self, grad: Tensor):
+        return AvgPool2d.apply(grad, geometry=self.geometry, inverse_divisor=self.inverse_divisor)
+
+
+# --------------------------------------------------------------------------- public
+def _pool_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """⌊(H + 2p − d(k − 1) − 1) / s⌋ + 1, or with ⌈·⌉; in ceil mode the last window must
+    still start inside the input or its left padding (PyTorch's rule)."""
+    span = size + 2 * p - d * (k - 1) - 1
+    if span < 0:
+        return 0
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _geometry(
+    op: str,
+    input: Tensor,
+    kernel_size: IntPair,
+    stride: IntPair | None,
+    padding: IntPair,
+    dilation: IntPair,
+    ceil_mode: bool,
+) -> _Geometry:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}: input must be a Tensor, got {type(input).__name__}")
+    if input.ndim != 4:
+        raise ValueError(f"{op}: expected a 4-D input (N, C, H, W) (or 3-D (C, H, W)), got shape {tuple(input.shape)}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"{op}: expected a floating-point input, got dtype {input.dtype}")
+    kernel = _pair(kernel_size, "kernel_size", op)
+    stride_ = (
+        kernel
+        if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
+        else _pair(stride, "stride", op)
+    )
+    pad = _pair(padding, "padding", op)
+    dil = _pair(dilation, "dilation", op)
+    if min(kernel) < 1 or min(stride_) < 1 or min(dil) < 1 or min(pad) < 0:
+        raise ValueError(
+            f"{op}: kernel_size, stride and dilation must be positive and padding non-negative, got kernel_size "
+            f"{kernel}, stride {stride_}, padding {pad}, dilation {dil}"
+        )
+    if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
+        raise ValueError(f"{op}: padding {pad} should be at most half of kernel_size {kernel}")
+    in_hw = input.shape[2:]
+    out_hw = tuple(_pool_size(in_hw[a], kernel[a], stride_[a], pad[a], dil[a], ceil_mode) for a in range(2))
+    if min(out_hw) < 1:
+        raise ValueError(
+            f"{op}: the output would be empty ({out_hw[0]}×{out_hw[1]}): the window (kernel_size {kernel}, dilation "
+            f"{dil}) is larger than the padded input of shape {tuple(input.shape)} with padding {pad}"
+        )
+    return _Geometry(kernel, stride_, pad, dil, in_hw, out_hw)
+
+
+def _batched(input: Any) -> tuple[Any, bool]:
+    if isinstance(input, Tensor) and input.ndim == 3:
+        return input.unsqueeze(0), True
+    return input, False
+
+
+def max_pool2d(
+    input: Tensor,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Max pooling, PyTorch's ``F.max_pool2d``: y[n, c, h, w] = max of the window at (h·s, w·s).
+
+    ``stride`` defaults to ``kernel_size``. Padding counts as −∞ and must be at most half
+    the kernel. The gradient goes one-hot to each window's maximum; on ties, to the first
+    in row-major window order. With ``return_indices`` also returns, per output, the flat
+    index h·W + w of the maximum within its (unpadded) channel, as an int64 tensor.
+    """
+    op = "max_pool2d"
+    x, unbatched = _batched(input)
+    geometry = _geometry(op, x, kernel_size, stride, padding, dilation, ceil_mode)
+    argmax: list = []
+    out = MaxPool2d.apply(x, geometry=geometry, argmax_out=argmax if return_indices else None)
+    if not return_indices:
+        return out.squeeze(0) if unbatched else out
+    indices = _flat_indices(argmax[0], geometry)
+    if unbatched:
+        return out.squeeze(0), indices.squeeze(0)
+    return out, indices
+
+
+def _flat_indices(argmax: Any, geometry: _Geometry) -> Tensor:
+    """Offset t = i·k_W + j of window (h, w) -> flat input index row·W + col."""
+    xp = xp_of(argmax)
+    k_w = geometry.kernel[1]
+    i = argmax.astype(xp.int64) // k_w
+    j = argmax.astype(xp.int64) % k_w
+    rows = xp.arange(geometry.out_hw[0]).reshape(-1, 1) * geometry.stride[0] - geometry.pad[0]
+    cols = xp.arange(geometry.out_hw[1]).reshape(1, -1) * geometry.stride[1] - geometry.pad[1]
+    row = rows + i * geometry.dilation[0]
+    col = cols + j * geometry.dilation[1]
+    return Tensor(row * geometry.in_hw[1] + col)
+
+
+def avg_pool2d(
+    input: Tensor,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
+    """Average pooling, PyTorch's ``F.avg_pool2d``: y = (Σ over the window) / divisor.
+
+    ``stride`` defaults to ``kernel_size``; padding counts as zeros. The divisor is
+    k_H·k_W (``count_include_pad=True``, the default), or the number of real input
+    elements in the window (``count_include_pad=False``), or ``divisor_override``.
+    """
+    op = "avg_pool2d"
+    x, unbatched = _batched(input)
+    geometry = _geometry(op, x, kernel_size, stride, padding, 1, ceil_mode)
+    inverse_divisor = _inverse_divisor(x, geometry, ceil_mode, count_include_pad, divisor_override)
+    out = AvgPool2d.apply(x, geometry=geometry, inverse_divisor=inverse_divisor)
+    return out.squeeze(0) if unbatched else out
+
+
+def _inverse_divisor(
+    input: Tensor, geometry: _Geometry, ceil_mode: bool, count_include_pad: bool, divisor_override: int | None
+) -> Any:
+    """1/divisor: a Python float when it is the same for every window, else an (H_out, W_out)
+    array on the input's device, built on the host from the window extents."""
+    k_h, k_w = geometry.kernel
+    if divisor_override is not None:
+        if not isinstance(divisor_override, int) or divisor_override <= 0:
+            raise ValueError(f"avg_pool2d: divisor_override must be a positive int, got {divisor_override!r}")
+        return 1.0 / divisor_override
+    if count_include_pad and not ceil_mode:
+        return 1.0 / (k_h * k_w)
+    counts = []
+    for a in range(2):  # per axis, how many window rows (columns) count; the divisor is their product
+        start = np.arange(geometry.out_hw[a]) * geometry.stride[a] - geometry.pad[a]
+        end = np.minimum(start + geometry.kernel[a], geometry.in_hw[a] + geometry.pad[a])
+        if not count_include_pad:
+            start = np.maximum(start, 0)
+            end = np.minimum(end, geometry.in_hw[a])
+        counts.append(end - start)
+    host = 1.0 / np.outer(counts[0], counts[1]).astype(np.float64)
+    return input.xp.asarray(host.astype(input.dtype))

@@ -1,0 +1,25 @@
+"""Pictures without matplotlib: image grids, GIFs and simple charts, all drawn with Pillow.
+
+Every writer creates parent folders and writes atomically (temporary file, then
+``os.replace``), so an interrupted run never leaves a half-written picture.
+"""
+
+from minigen.utils.images import atomic_write, make_grid, save_gif, save_image_grid, save_pil, to_numpy
+from minigen.utils.plots import COLORMAPS, PALETTE, bar_chart, colormap, ema, heatmap, line_plot, scatter_plot
+
+__all__ = [
+    "COLORMAPS",
+    "PALETTE",
+    "atomic_write",
+    "bar_chart",
+    "colormap",
+    "ema",
+    "heatmap",
+    "line_plot",
+    "make_grid",
+    "save_gif",
+    "save_image_grid",
+    "save_pil",
+    "scatter_plot",
+    "to_numpy",
+]
