@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from time import perf_counter as _perf_counter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -54,6 +55,11 @@ def enable_grad() -> Any:
 
 
 _FREED = object()  # marks a node whose saved tensors were released after backward
+
+# Observers see every op as it runs: minigen.debug's trace() and detect_anomaly() add
+# themselves here. Each is called as observer(phase, op_name, node, inputs, output,
+# seconds) with phase "forward" or "backward". Empty (the normal case) costs one check.
+observers: list[Any] = []
 
 
 # -------------------------------------------------------------------------- Function
@@ -105,6 +111,7 @@ class Function:
             _check_same_device(cls.__name__, inputs)
         node.needs_grad = tuple(t.requires_grad for t in inputs) if requires_grad else None
         node.saved = None
+        started = _perf_counter() if observers else 0.0
         try:
             data = node.forward(*inputs, **params)
         except (ValueError, TypeError, IndexError) as error:
@@ -125,6 +132,9 @@ class Function:
             node.hooks = None
             out.requires_grad = True
             out.grad_fn = node
+        if observers:
+            for observer in observers:
+                observer("forward", cls.__name__, node, inputs, out, _perf_counter() - started)
         return out
 
     def __repr__(self) -> str:
@@ -184,9 +194,13 @@ def _call_backward(node: Function, grad: Tensor, retain_graph: bool, captured: A
             "tensors were freed after the first backward. Pass retain_graph=True to the first "
             "backward() (or minigen.grad) if you need to go through it again."
         )
+    started = _perf_counter() if observers else 0.0
     grads = node.backward(grad)
     if not isinstance(grads, tuple):
         grads = (grads,)
+    if observers:
+        for observer in observers:
+            observer("backward", node.name, node, (grad,), grads, _perf_counter() - started)
     if len(grads) != len(node.parents):
         raise RuntimeError(
             f"{node.name}.backward returned {len(grads)} gradients, but the op has {len(node.parents)} inputs"
