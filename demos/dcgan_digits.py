@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # DCGAN's settings: Adam with lr 2e-4 and β₁ = 0.5.
     opt_g = mg.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = mg.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    loader = DataLoader((images, train.labels), batch_size=64, shuffle=True, drop_last=True, seed=args.seed, device=device)
+    loader = DataLoader(
+        (images, train.labels), batch_size=64, shuffle=True, drop_last=True, seed=args.seed, device=device
+    )
 
     # Fixed noise and labels for the pictures: row c asks for class c, ten z per row.
     fixed_z = mg.randn(CLASSES * 10, LATENT, device=device)

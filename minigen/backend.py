@@ -201,6 +201,11 @@ def manual_seed(seed: int) -> None:
     _generators.clear()
 
 
+def initial_seed() -> int | None:
+    """The seed last given to ``manual_seed`` (None if never called)."""
+    return _seed
+
+
 def generator(device: Any = "cpu") -> Any:
     """The seeded random generator for ``device``.
 

@@ -91,6 +91,7 @@ def test_group_norm(device, data, groups, affine):
 
     np.testing.assert_allclose(host(fn(on(device, x), *params)), expected, rtol=1e-9, atol=1e-10)
     mg.gradcheck(fn, on(device, x, True), *params)
+    mg.gradgradcheck(fn, on(device, x, True), *params)
 
 
 # --------------------------------------------------------------------------- batch norm

@@ -10,8 +10,8 @@ import pytest
 import minigen as mg
 import minigen.optim  # noqa: F401  (mg.optim)
 from minigen.models.vae import (
-    ConvVAE,
     MLPVAE,
+    ConvVAE,
     apply_attribute,
     attribute_vector,
     interpolate,

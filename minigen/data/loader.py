@@ -108,7 +108,7 @@ class DataLoader:
         if self._arrays is not None and self._arrays[0].ndim == 0:
             raise ValueError("DataLoader: a 0-d array has no samples to batch")
         if seed is None:
-            seed = getattr(backend, "_seed", None)  # read, not drawn: the global stream is untouched
+            seed = backend.initial_seed()  # read, not drawn: the global stream is untouched
         self.seed = seed
         self._rng = np.random.default_rng(seed)
 

@@ -394,7 +394,12 @@ class DCGANGenerator(nn.Module):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        self.latent_dim, self.channels, self.image_size, self.num_classes = latent_dim, channels, image_size, num_classes
+        self.latent_dim, self.channels, self.image_size, self.num_classes = (
+            latent_dim,
+            channels,
+            image_size,
+            num_classes,
+        )
         stages = _upsampling_stages(image_size)
         self.start_size = image_size // 2**stages
         widths = [base_channels * 2 ** (stages - 1 - i) for i in range(stages)]  # e.g. 128, 64

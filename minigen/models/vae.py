@@ -139,8 +139,8 @@ class _VAE(nn.Module):
 class MLPVAE(_VAE):
     """A VAE with MLP encoder and decoder on flattened images.
 
-        encoder: x (N, *shape) → flatten → [Linear, ReLU]* → h → μ = Linear(h), log σ² = Linear(h)
-        decoder: z (N, d) → [Linear, ReLU]* → Linear → logits, reshaped to (N, *shape)
+    encoder: x (N, *shape) → flatten → [Linear, ReLU]* → h → μ = Linear(h), log σ² = Linear(h)
+    decoder: z (N, d) → [Linear, ReLU]* → Linear → logits, reshaped to (N, *shape)
     """
 
     def __init__(self, data_shape: Sequence[int] = (1, 16, 16), latent_dim: int = 8, hidden: Sequence[int] = (256,)):
@@ -174,10 +174,10 @@ class MLPVAE(_VAE):
 class ConvVAE(_VAE):
     """A convolutional VAE: strided convolutions down, transposed convolutions up.
 
-        encoder: x (N, C, H, W) ─Conv(k4,s2,p1), ReLU→ (N, c, H/2, W/2)
-                 ─Conv(k4,s2,p1), ReLU→ (N, 2c, H/4, W/4) ─flatten→ μ, log σ² (Linear heads)
-        decoder: z ─Linear, ReLU→ (N, 2c, H/4, W/4) ─ConvT(k4,s2,p1), ReLU→ (N, c, H/2, W/2)
-                 ─ConvT(k4,s2,p1)→ logits (N, C, H, W)
+    encoder: x (N, C, H, W) ─Conv(k4,s2,p1), ReLU→ (N, c, H/2, W/2)
+             ─Conv(k4,s2,p1), ReLU→ (N, 2c, H/4, W/4) ─flatten→ μ, log σ² (Linear heads)
+    decoder: z ─Linear, ReLU→ (N, 2c, H/4, W/4) ─ConvT(k4,s2,p1), ReLU→ (N, c, H/2, W/2)
+             ─ConvT(k4,s2,p1)→ logits (N, C, H, W)
     """
 
     def __init__(self, channels: int = 1, image_size: int = 16, latent_dim: int = 8, base_channels: int = 32):

@@ -33,7 +33,8 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     if input.dtype.kind != "f":
         raise TypeError(f"dropout: needs a floating-point tensor, got dtype {input.dtype} (shape {tuple(input.shape)})")
     if mask is None:
-        keep = backend.random_uniform(input.shape, input.dtype, input.device) >= p  # P(keep) = 1 − p
+        draw_dtype = input.dtype if input.dtype.itemsize >= 4 else "float32"  # generators draw float32/64
+        keep = backend.random_uniform(input.shape, draw_dtype, input.device) >= p  # P(keep) = 1 − p
     else:
         mask = mask if isinstance(mask, Tensor) else Tensor(mask)
         if mask.device != input.device:
