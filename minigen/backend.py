@@ -28,6 +28,34 @@ except Exception:  # ImportError, or a CuPy that cannot find its CUDA libraries
 DEFAULT_DTYPE = np.float32
 
 
+def _reuse_freed_memory() -> None:
+    """Let glibc keep large freed blocks for reuse instead of returning them to the OS.
+
+    Training frees and re-allocates the same large temporaries (activations, gradients)
+    every step. By default glibc unmaps blocks above 128 KiB on free and the next
+    allocation page-faults them back in, which costs about half the time of an op like
+    softmax forward+backward. Raising the mmap and trim thresholds keeps the memory in
+    the process (PyTorch's caching allocator does the same). Linux/glibc only; set
+    MINIGEN_DEFAULT_MALLOC=1 to leave the allocator alone.
+    """
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux") or os.environ.get("MINIGEN_DEFAULT_MALLOC"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve big blocks from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: do not give freed heap back
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        pass
+
+
+_reuse_freed_memory()
+
+
 # ----------------------------------------------------------------------------- devices
 class Device(str):
     """A device name. It is a ``str`` ("cpu", "cuda:0", "standin") with ``.type`` and ``.index``."""
@@ -117,6 +145,11 @@ def is_host_array(array: Any) -> bool:
     return type(array) is not StandInArray and xp_of(array) is np
 
 
+def is_cuda_array(array: Any) -> bool:
+    """True for CuPy arrays: reading their values back costs a host sync."""
+    return _cupy is not None and isinstance(array, _cupy.ndarray)
+
+
 def to_device(array: Any, device: Any) -> Any:
     """Copy ``array`` to ``device`` (no copy when it is already there)."""
     device = Device(device)
@@ -173,10 +206,32 @@ def scatter_add(target: Any, key: Any, values: Any) -> None:
     if _cupy is not None and isinstance(target, _cupy.ndarray):
         _cupyx.scatter_add(target, key, values)
         return
+    if isinstance(key, np.ndarray) and key.dtype.kind in "iu" and target.flags.c_contiguous:
+        _scatter_add_rows(target, key, values)
+        return
     flat_positions = np.arange(target.size).reshape(target.shape)[key]
     values = np.broadcast_to(values, flat_positions.shape)
     sums = np.bincount(flat_positions.ravel(), weights=values.ravel(), minlength=target.size)
     target += sums.reshape(target.shape).astype(target.dtype, copy=False)
+
+
+def _scatter_add_rows(target: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """``target[rows] += values`` for an integer array ``rows`` indexing the first axis.
+
+    Sort the row indices, sum the values of equal rows with one ``reduceat``, and add
+    each sum once. This is the embedding backward, so it must be fast for big tables.
+    """
+    rows = rows.reshape(-1)
+    if rows.size == 0:
+        return
+    rows = np.where(rows < 0, rows + target.shape[0], rows)
+    row_size = int(np.prod(target.shape[1:]))
+    values = np.broadcast_to(values, (rows.size,) + target.shape[1:]).reshape(rows.size, row_size)
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
+    sums = np.add.reduceat(values[order], starts, axis=0)
+    target.reshape(target.shape[0], row_size)[sorted_rows[starts]] += sums.astype(target.dtype, copy=False)
 
 
 def _strip_standin(key: Any) -> Any:

@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minigen as mg
-from minigen.ops.loss import binary_cross_entropy_with_logits, cross_entropy, l1_loss, mse_loss, nll_loss
+from minigen.ops.loss import (
+    PickClass,
+    PlaceClass,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    l1_loss,
+    mse_loss,
+    nll_loss,
+)
 from minigen.testing import arrays, shapes
 
 
@@ -74,6 +82,19 @@ def test_cross_entropy_against_numpy_and_gradcheck(device, reduction, data, weig
     expected = np_cross_entropy(logits, target, weight, -100, reduction, smoothing)
     np.testing.assert_allclose(host(fn(on(device, logits))), expected, rtol=1e-10, atol=1e-12)
     mg.gradcheck(fn, on(device, logits, requires_grad=True))
+
+
+def test_pick_and_place_class_are_each_others_backward(device):
+    index = on(device, np.array([2, 0, 2, 1])).data
+    x = on(device, np.random.default_rng(4).standard_normal((4, 3)), requires_grad=True)
+    np.testing.assert_array_equal(host(PickClass.apply(x, index=index)), host(x)[np.arange(4), [2, 0, 2, 1]])
+    g = on(device, np.array([1.0, 2.0, 3.0, 4.0]), requires_grad=True)
+    placed = PlaceClass.apply(g, index=index, classes=3)
+    np.testing.assert_array_equal(host(placed), [[0, 0, 1], [2, 0, 0], [0, 0, 3], [0, 4, 0]])
+    mg.gradcheck(lambda a: PickClass.apply(a, index=index), x)
+    mg.gradgradcheck(lambda a: PickClass.apply(a, index=index) ** 2, x)
+    mg.gradcheck(lambda a: PlaceClass.apply(a, index=index, classes=3), g)
+    mg.gradgradcheck(lambda a: PlaceClass.apply(a, index=index, classes=3) ** 2, g)
 
 
 def test_cross_entropy_second_order(device):

@@ -71,8 +71,6 @@ def test_nearest_matches_index_rule(device, data, case):
     shape, out_sizes = case
     x = data.draw(arrays(shape))
     y = interpolate(on(device, x), size=out_sizes)
-    if len(out_sizes) == 2:  # PyTorch's 2-D kernel copies an axis whose size is unchanged: same here
-        pass
     np.testing.assert_array_equal(host(y), reference_nearest(x, out_sizes))
 
 
@@ -143,6 +141,25 @@ def test_nearest_gradient_sums_copies(device):
     g = np.arange(24.0).reshape(1, 1, 4, 6)
     interpolate(x, scale_factor=2).backward(on(device, g, requires_grad=False))
     np.testing.assert_array_equal(host(x.grad), g.reshape(1, 1, 2, 2, 3, 2).sum(axis=(3, 5)))
+
+
+@pytest.mark.torch
+def test_unchanged_axis_with_scale_factor_in_1d(device):
+    """3 samples × 1.3 → 3 samples that read [0, 0, 1] (PyTorch's 1-D and 3-D kernels do
+    this; its 2-D kernel copies instead). PyTorch's own backward routes this case as a
+    copy, inconsistent with its forward; ours is the true gradient of the forward."""
+    torch = pytest.importorskip("torch")
+    x = np.array([[[1.0, 2.0, 4.0]]])
+    y = interpolate(on(device, x), scale_factor=1.3)
+    ty = torch.nn.functional.interpolate(torch.tensor(x), scale_factor=1.3)
+    np.testing.assert_array_equal(host(y), ty.numpy())
+    np.testing.assert_array_equal(host(y), [[[1.0, 1.0, 2.0]]])
+    mg.gradcheck(lambda t: interpolate(t, scale_factor=1.3), on(device, x))
+    image = np.arange(12.0).reshape(1, 1, 3, 4)  # the 2-D kernel copies the unchanged height
+    np.testing.assert_array_equal(
+        host(interpolate(on(device, image), scale_factor=1.3)),
+        torch.nn.functional.interpolate(torch.tensor(image), scale_factor=1.3).numpy(),
+    )
 
 
 # ------------------------------------------------------------------------- errors

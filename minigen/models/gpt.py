@@ -95,6 +95,18 @@ class GPT(nn.Module):
             x = block(x)
         return self.lm_head(self.ln_f(x))
 
+    @mg.no_grad()
+    def attention_maps(self, idx: Tensor) -> list[Tensor]:
+        """The attention weights of every block for ``idx`` (B, T): a list of (B, heads, T, T), for pictures."""
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(mg.arange(idx.shape[1], device=idx.device))
+        maps = []
+        for block in self.blocks:
+            x, weights = block(x, return_attention=True)
+            maps.append(weights)
+        return maps
+
     def loss(self, idx: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
         """Mean cross-entropy of the predictions for ``targets`` (B, T); ``ignore_index`` skips a position."""
         logits = self(idx)

@@ -268,7 +268,9 @@ class UNet(nn.Module):
         for level in reversed(range(len(widths))):
             # The DownBlock at `level` downsampled after its skip unless it was the last,
             # so coming back up we first undo that halving, then join its skip.
-            ups.append(UpBlock(previous, widths[level], widths[level], time_dim, upsample=level < last, dropout=dropout))
+            ups.append(
+                UpBlock(previous, widths[level], widths[level], time_dim, upsample=level < last, dropout=dropout)
+            )
             previous = widths[level]
         self.ups = nn.ModuleList(ups)
 

@@ -201,11 +201,45 @@ class Gelu(Function):
         return grad * Tensor(slope)
 
 
-def _gelu_tanh(x: Tensor) -> Tensor:
-    """y = ½x(1 + tanh(√(2/π)(x + 0.044715x³))), the tanh approximation of GELU (GPT-2)."""
-    inner = (x + 0.044715 * (x * x * x)) * math.sqrt(2.0 / math.pi)
-    half_x = 0.5 * x
-    return half_x + half_x * inner.tanh()
+_TANH_C = math.sqrt(2.0 / math.pi)
+_TANH_A = 0.044715
+
+
+class GeluTanh(Function):
+    """The tanh approximation of GELU (GPT-2): y = ½x(1 + T),  T = tanh(u),  u = c(x + a x³),
+    c = √(2/π), a = 0.044715;  ∂L/∂x = g ⊙ (½(1 + T) + ½x(1 − T²)·c(1 + 3a x²))."""
+
+    def forward(self, x: Tensor):
+        if x.dtype.kind != "f":
+            raise TypeError(f"gelu: needs a floating-point tensor, got dtype {x.dtype}")
+        xp = x.xp
+        t = x.data * x.data  # u = x(c + ac·x²), then T = tanh(u), in place
+        t *= _TANH_A * _TANH_C
+        t += _TANH_C
+        t *= x.data
+        xp.tanh(t, out=t)
+        self.saved = (x, t)
+        half_x = 0.5 * x.data
+        y = half_x * t
+        y += half_x
+        return y
+
+    def backward(self, grad: Tensor):
+        x, t = self.saved
+        if is_grad_enabled():  # create_graph: T must be a differentiable function of x
+            tanh_u = (x * (_TANH_C + (_TANH_A * _TANH_C) * (x * x))).tanh()
+            du = _TANH_C + (3.0 * _TANH_A * _TANH_C) * (x * x)
+            return grad * (0.5 * (1.0 + tanh_u) + (0.5 * x) * (1.0 - tanh_u * tanh_u) * du)
+        xd = x.data
+        slope = xd * xd  # ½x·c(1 + 3a x²)·(1 − T²) + ½T + ½, in place
+        slope *= 3.0 * _TANH_A * _TANH_C
+        slope += _TANH_C
+        slope *= xd
+        slope *= 0.5
+        slope *= 1.0 - t * t
+        slope += 0.5 * t
+        slope += 0.5
+        return grad * Tensor(slope)
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
@@ -213,7 +247,7 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     if approximate == "none":
         return Gelu.apply(input)
     if approximate == "tanh":
-        return _gelu_tanh(input)
+        return GeluTanh.apply(input)
     raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 

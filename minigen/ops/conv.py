@@ -18,13 +18,19 @@ matrix product, which BLAS (or cuBLAS) runs at full speed:
 
     Y = W_mat · cols,     W_mat = W.reshape(C_out, C_in·k_H·k_W).
 
+(On the CPU the batch goes through in chunks of a few images, reusing one cache-sized
+``cols`` buffer; with groups, W_mat and cols gain a group axis and each group is its
+own product.)
+
 **Backward.** The convolution is linear in x and in W, so both gradients are again
 convolutions:
 
 * ∂L/∂x = ``conv_transpose2d(g, W)``: the matrix product W_matᵀ · g spreads each output
   gradient back over its window, and **col2im** adds the k_H·k_W slices back into place
-  with strided ``+=`` (overlapping windows accumulate);
-* ∂L/∂W = Σ_n g_n · cols_nᵀ (``Conv2dWeightGrad``);
+  with strided ``+=`` (overlapping windows accumulate). With stride 1 the same thing is
+  a plain convolution of g with the flipped kernel, which is what runs then;
+* ∂L/∂W = Σ_n g_n · cols_nᵀ (``Conv2dWeightGrad``), one (C_out × N·L)·(N·L × C_in·k_H·k_W)
+  product per chunk;
 * ∂L/∂b = Σ_{n,h,w} g.
 
 ``conv_transpose2d`` is the adjoint of ``conv2d`` in x, so its backward is ``conv2d``
@@ -53,8 +59,10 @@ IntPair = int | Sequence[int]
 # On the CPU the batch is processed in chunks whose im2col buffer holds about this many
 # elements (8 MB in float32): the buffer stays in cache between im2col and the matmul,
 # and it is reused from chunk to chunk. A fresh 75 MB buffer per call would cost as much
-# again in page faults as the copy itself. On a GPU the whole batch is one chunk.
+# again in page faults as the copy itself. A GPU gets big chunks (fewer kernel launches),
+# capped so a large batch does not exhaust its memory.
 CPU_CHUNK_ELEMENTS = 1 << 21
+GPU_CHUNK_ELEMENTS = 1 << 27
 
 # Below this many output pixels per image, per-image matrix products are too thin for
 # BLAS, so the chunk is laid out batch-last and multiplied as one wide matrix instead.
@@ -151,11 +159,9 @@ def _col2im(cols: Any, out: Any, stride: tuple, pad: tuple, dilation: tuple, bat
 
 
 def _batch_chunk(x: Any, per_sample: int) -> int:
-    """How many samples go into one im2col buffer (all of them on a GPU)."""
-    n = x.shape[0]
-    if device_of(x).type == "cuda":
-        return max(n, 1)
-    return max(1, min(n, CPU_CHUNK_ELEMENTS // max(per_sample, 1)))
+    """How many samples go into one im2col buffer."""
+    budget = GPU_CHUNK_ELEMENTS if device_of(x).type == "cuda" else CPU_CHUNK_ELEMENTS
+    return max(1, min(x.shape[0], budget // max(per_sample, 1)))
 
 
 def _cols_chunks(x: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple, batch_last: bool):

@@ -97,11 +97,14 @@ class Tanh(Function):
 class Sigmoid(Function):
     """y = σ(x) = 1 / (1 + e⁻ˣ);  ∂L/∂x = g ⊙ y(1 − y).
 
-    Computed as σ(x) = ½(1 + tanh(x/2)), an identity that never overflows.
+    Computed from e = e^(−|x|) ≤ 1, which never overflows: σ(x) = 1/(1 + e) for x ≥ 0
+    and e/(1 + e) for x < 0 (accurate far into both tails).
     """
 
     def forward(self, x: Tensor):
-        y = 0.5 * (1.0 + x.xp.tanh(0.5 * x.data))
+        xp = x.xp
+        e = xp.exp(-xp.abs(x.data))
+        y = xp.where(x.data >= 0, 1.0, e) / (1.0 + e)
         self.saved = y
         return y
 

@@ -158,15 +158,6 @@ def moments(data: Any, dims: tuple[int, ...]) -> tuple[Any, Any]:
     return mean, centred.mean(axis=dims, keepdims=True)
 
 
-def _affine(x: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple[int, ...]) -> Tensor:
-    """y = γ ⊙ x + β with γ, β reshaped to ``shape`` for broadcasting."""
-    if weight is not None:
-        x = x * weight.reshape(shape)
-    if bias is not None:
-        x = x + bias.reshape(shape)
-    return x
-
-
 def _check_param(op: str, name: str, param: Tensor | None, expected: tuple[int, ...], x: Tensor) -> None:
     if param is None:
         return
@@ -255,9 +246,15 @@ def batch_norm(
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: running_mean and running_var are required when training=False")
+        # y = γ(x − r_μ)/√(r_σ² + ε) + β = x·s + (β − r_μ·s) with s = γ/√(r_σ² + ε): the
+        # per-channel factors are folded first, so the full-size tensor is touched twice.
         scale = (running_var.detach() + eps).rsqrt()
-        x_hat = (input - running_mean.detach().reshape(param_shape)) * scale.reshape(param_shape)
-        return _affine(x_hat, weight, bias, param_shape)
+        if weight is not None:
+            scale = scale * weight
+        shift = -running_mean.detach() * scale
+        if bias is not None:
+            shift = shift + bias
+        return input * scale.reshape(param_shape) + shift.reshape(param_shape)
 
     dims = (0,) + tuple(range(2, input.ndim))
     count = input.numel() // channels

@@ -315,13 +315,26 @@ def _inverse_divisor(
         return 1.0 / divisor_override
     if count_include_pad and not ceil_mode:
         return 1.0 / (k_h * k_w)
-    counts = []
-    for a in range(2):  # per axis, how many window rows (columns) count; the divisor is their product
-        start = np.arange(geometry.out_hw[a]) * geometry.stride[a] - geometry.pad[a]
-        end = np.minimum(start + geometry.kernel[a], geometry.in_hw[a] + geometry.pad[a])
-        if not count_include_pad:
-            start = np.maximum(start, 0)
-            end = np.minimum(end, geometry.in_hw[a])
-        counts.append(end - start)
-    host = 1.0 / np.outer(counts[0], counts[1]).astype(np.float64)
-    return input.xp.asarray(host.astype(input.dtype))
+    key = (geometry.kernel, geometry.stride, geometry.pad, geometry.in_hw, geometry.out_hw, count_include_pad)
+    key += (input.dtype, input.device)
+    divisor = _divisors.get(key)
+    if divisor is None:
+        counts = []
+        for a in range(2):  # per axis, how many window rows (columns) count; the divisor is their product
+            start = np.arange(geometry.out_hw[a]) * geometry.stride[a] - geometry.pad[a]
+            end = np.minimum(start + geometry.kernel[a], geometry.in_hw[a] + geometry.pad[a])
+            if not count_include_pad:
+                start = np.maximum(start, 0)
+                end = np.minimum(end, geometry.in_hw[a])
+            counts.append(end - start)
+        host = 1.0 / np.outer(counts[0], counts[1]).astype(np.float64)
+        divisor = input.xp.asarray(host.astype(input.dtype))
+        if len(_divisors) >= 256:  # a small cache: forget everything rather than grow
+            _divisors.clear()
+        _divisors[key] = divisor
+    return divisor
+
+
+# Device copies of the 1/divisor arrays: the same pooling runs every training step, and
+# on a GPU each fresh host-to-device copy would be a synchronisation.
+_divisors: dict[tuple, Any] = {}

@@ -186,26 +186,46 @@ def interpolate(
         if all(r is not None for r in repeats):
             return _repeat(input, repeats)
 
-    xp = input.xp
     out = input
     for a, (n_in, n_out, scale) in enumerate(zip(in_sizes, out_sizes, scales)):
-        axis = 2 + a
-        if mode in _NEAREST_MODES:
-            exact = mode == "nearest-exact"
-            source = _nearest_source(n_in, n_out, scale, exact, copy_same_size=not exact and n_spatial == 2)
-            if n_in == n_out and np.array_equal(source, np.arange(n_in)):
-                continue
-            matrix = np.zeros((n_out, n_in))
-            matrix[np.arange(n_out), source] = 1.0
-            out = AxisGather.apply(
-                out, index=xp.asarray(source), matrix=xp.asarray(matrix.astype(input.dtype)), axis=axis
-            )
-        else:
-            if n_in == n_out:
-                continue
-            matrix = _linear_matrix(n_in, n_out, scale, align_corners)
-            out = AxisLinear.apply(out, matrix=xp.asarray(matrix.astype(input.dtype)), axis=axis)
+        key = (mode, n_in, n_out, scale, align_corners, n_spatial == 2, input.dtype, input.device)
+        plan = _axis_plans.get(key)
+        if plan is None:
+            plan = _axis_plan(input, mode, n_in, n_out, scale, align_corners, n_spatial == 2)
+            if len(_axis_plans) >= 256:  # a small cache: forget everything rather than grow
+                _axis_plans.clear()
+            _axis_plans[key] = plan
+        kind, index, matrix = plan
+        if kind == "gather":
+            out = AxisGather.apply(out, index=index, matrix=matrix, axis=2 + a)
+        elif kind == "linear":
+            out = AxisLinear.apply(out, matrix=matrix, axis=2 + a)
     return out
+
+
+# Device copies of the index arrays and matrices, per (mode, sizes, scale, dtype, device):
+# a training step that resizes calls interpolate with the same sizes every time, and
+# on a GPU each fresh host-to-device copy would be a synchronisation.
+_axis_plans: dict[tuple, tuple] = {}
+
+
+def _axis_plan(
+    input: Tensor, mode: str, n_in: int, n_out: int, scale: float | None, align_corners: bool, two_d: bool
+) -> tuple[str, Any, Any]:
+    """("copy" | "gather" | "linear", index on the device, matrix on the device) for one axis."""
+    xp = input.xp
+    if mode in _NEAREST_MODES:
+        exact = mode == "nearest-exact"
+        source = _nearest_source(n_in, n_out, scale, exact, copy_same_size=not exact and two_d)
+        if n_in == n_out and np.array_equal(source, np.arange(n_in)):
+            return "copy", None, None
+        matrix = np.zeros((n_out, n_in))
+        matrix[np.arange(n_out), source] = 1.0
+        return "gather", xp.asarray(source), xp.asarray(matrix.astype(input.dtype))
+    if n_in == n_out:
+        return "copy", None, None
+    matrix = _linear_matrix(n_in, n_out, scale, align_corners)
+    return "linear", None, xp.asarray(matrix.astype(input.dtype))
 
 
 def _integer_repeat(n_in: int, n_out: int, scale: float | None, copy_same_size: bool) -> int | None:
