@@ -26,8 +26,6 @@ whom in the last block, for one sentence) and metrics.json.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 from common import demo_arguments, write_metrics
 from tqdm.auto import tqdm
@@ -40,7 +38,14 @@ from minigen.utils import heatmap, line_plot
 
 SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[MASK]"]
 COLOURS = ["red", "blue", "green", "yellow"]
-ANIMALS = [("cat", "cats"), ("dog", "dogs"), ("bird", "birds"), ("fox", "foxes"), ("mouse", "mice"), ("horse", "horses")]
+ANIMALS = [
+    ("cat", "cats"),
+    ("dog", "dogs"),
+    ("bird", "birds"),
+    ("fox", "foxes"),
+    ("mouse", "mice"),
+    ("horse", "horses"),
+]
 VERBS = [("sees", "see"), ("chases", "chase"), ("likes", "like"), ("follows", "follow")]
 DETERMINERS = {False: ["a", "one", "the"], True: ["two", "some", "the"]}  # by plural?
 WORDS = sorted(
@@ -115,12 +120,12 @@ def fine_tune(model: BERT, tokens: np.ndarray, labels: np.ndarray, steps: int, d
 
 def main(argv: list[str] | None = None) -> dict:
     def extra(parser):
-        parser.add_argument("--steps", type=int, default=None, help="MLM pre-training steps (default 1500, quick 100)")
+        parser.add_argument("--steps", type=int, default=None, help="MLM pre-training steps (default 1500, quick 50)")
 
     args = demo_arguments("bert_mlm", "BERT: masked language modelling, then [CLS] fine-tuning", argv, extra)
     quick = args.quick
-    pretrain_steps = args.steps or (100 if quick else 1500)
-    finetune_steps = 40 if quick else 300
+    pretrain_steps = args.steps or (50 if quick else 1500)
+    finetune_steps = 20 if quick else 300
     rng = np.random.default_rng(args.seed)
     corpus, _ = sentences(2000 if quick else 20000, rng)
     held_out, _ = sentences(1000, rng)
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     schedule = warmup_cosine(optimizer, warmup_steps=pretrain_steps // 10, total_steps=pretrain_steps)
     mlm_losses = []
-    for step in tqdm(range(pretrain_steps), desc="MLM pre-training", unit="step"):
+    for _ in tqdm(range(pretrain_steps), desc="MLM pre-training", unit="step"):
         batch = corpus[rng.integers(0, len(corpus), size=128)]
         inputs, targets = mlm_mask(mg.tensor(batch, device=args.device), len(VOCAB), MASK, [PAD, CLS, SEP])
         loss = model.mlm_loss(inputs, targets)
@@ -154,9 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
     # Where does the model look? Last block, one held-out sentence with the subject masked.
     sentence = held_out[:1].copy()
     sentence[0, 3] = MASK  # the subject noun; its copy sits in the last clause
-    x = model.embed_for_attention(mg.tensor(sentence, device=args.device)) if hasattr(model, "embed_for_attention") else None
-    del x
-    weights = attention_of_last_block(model, mg.tensor(sentence, device=args.device))
+    model.eval()
+    weights = model.attention_maps(mg.tensor(sentence, device=args.device))[-1].numpy()[0].mean(axis=0)
+    model.train()
     words = [VOCAB[t] for t in sentence[0]]
     heatmap(
         weights,
@@ -167,18 +172,20 @@ def main(argv: list[str] | None = None) -> dict:
         xlabel="key",
         ylabel="query",
         cmap="blues",
+        cell_size=40,
         annotate=False,
     )
 
     # Fine-tune on the colour-match task: pre-trained vs from scratch, same steps and data.
-    pretrained_copy = copy.deepcopy(model)
-    tune_losses = fine_tune(pretrained_copy, labelled, labels, finetune_steps, args.device, args.seed)
+    tune_losses = fine_tune(model, labelled, labels, finetune_steps, args.device, args.seed)
     scratch_losses = fine_tune(scratch, labelled, labels, finetune_steps, args.device, args.seed)
-    acc_pretrained = classify_accuracy(pretrained_copy, test, test_labels, args.device)
+    acc_pretrained = classify_accuracy(model, test, test_labels, args.device)
     acc_scratch = classify_accuracy(scratch, test, test_labels, args.device)
     print(f"colour-match accuracy: pre-trained {acc_pretrained:.3f}, from scratch {acc_scratch:.3f}")
 
-    line_plot({"MLM loss": mlm_losses}, args.out / "loss.png", title="BERT masked-LM pre-training", logy=True, smooth=0.9)
+    line_plot(
+        {"MLM loss": mlm_losses}, args.out / "loss.png", title="BERT masked-LM pre-training", logy=True, smooth=0.9
+    )
     line_plot(
         {"pre-trained": tune_losses, "from scratch": scratch_losses},
         args.out / "finetune_loss.png",
@@ -200,18 +207,6 @@ def main(argv: list[str] | None = None) -> dict:
             "vocab_size": len(VOCAB),
         },
     )
-
-
-def attention_of_last_block(model: BERT, tokens: mg.Tensor) -> np.ndarray:
-    """The last block's attention weights (T, T) for one sentence, averaged over heads."""
-    model.eval()
-    with mg.no_grad():
-        x = model.tok_emb(tokens) + model.pos_emb(mg.arange(tokens.shape[1], device=tokens.device))
-        for block in model.blocks[:-1]:
-            x = block(x)
-        _, weights = model.blocks[-1](x, return_attention=True)
-    model.train()
-    return weights.numpy()[0].mean(axis=0)
 
 
 if __name__ == "__main__":

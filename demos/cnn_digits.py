@@ -55,18 +55,34 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = Path(args.out)
     if losses:
-        line_plot({"train loss": losses}, out / "loss_curve.png", title="LeNet on rendered digits", ylabel="cross-entropy", smooth=0.9)
+        line_plot(
+            {"train loss": losses},
+            out / "loss_curve.png",
+            title="LeNet on rendered digits",
+            ylabel="cross-entropy",
+            smooth=0.9,
+        )
     wrong = np.flatnonzero(predicted != test.labels)[:64]
     if len(wrong):
         save_image_grid(test.images[wrong], out / "misclassified.png", nrow=8)
         print("misclassified (true -> predicted):", ", ".join(f"{test.labels[i]}->{predicted[i]}" for i in wrong[:16]))
     digits = [str(d) for d in range(10)]
-    heatmap(confusion, out / "confusion_matrix.png", title=f"Test confusion matrix ({100 * test_accuracy:.1f}% correct)",
-            row_labels=digits, col_labels=digits, xlabel="predicted", ylabel="true", cmap="blues")
+    heatmap(
+        confusion,
+        out / "confusion_matrix.png",
+        title=f"Test confusion matrix ({100 * test_accuracy:.1f}% correct)",
+        row_labels=digits,
+        col_labels=digits,
+        xlabel="predicted",
+        ylabel="true",
+        cmap="blues",
+    )
     first_conv = model.features[0].weight.detach().numpy()
     save_image_grid(first_conv, out / "filters.png", nrow=8, normalize=True, scale=8)
 
-    return write_metrics(args, {"test_accuracy": test_accuracy, "train_steps": len(losses), "final_loss": losses[-1] if losses else None})
+    return write_metrics(
+        args, {"test_accuracy": test_accuracy, "train_steps": len(losses), "final_loss": losses[-1] if losses else None}
+    )
 
 
 if __name__ == "__main__":

@@ -64,10 +64,10 @@ def evaluate(model: GPT, ids: np.ndarray, device: str) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     def extra(parser):
-        parser.add_argument("--steps", type=int, default=None, help="training steps (default 1000, quick 60)")
+        parser.add_argument("--steps", type=int, default=None, help="training steps (default 1000, quick 30)")
 
     args = demo_arguments("gpt_chars", "A character-level GPT on Shakespeare's sonnets", argv, extra)
-    steps = args.steps or (60 if args.quick else 1000)
+    steps = args.steps or (30 if args.quick else 1000)
     text = CORPUS.read_text(encoding="utf-8")
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     entropy = unigram_entropy(train_ids, len(chars))
     print(f"{len(text)} characters, vocabulary {len(chars)}, unigram entropy {entropy:.3f} nats")
 
-    model = GPT(len(chars), BLOCK, n_layers=3, n_heads=4, d_model=96, dropout=0.1)
+    width, depth = (64, 2) if args.quick else (96, 3)
+    model = GPT(len(chars), BLOCK, n_layers=depth, n_heads=4, d_model=width, dropout=0.1)
     model.to(args.device)
     optimizer = AdamW(model.parameters(), lr=2e-3, weight_decay=0.1)
     schedule = warmup_cosine(optimizer, warmup_steps=min(100, steps // 10), total_steps=steps)

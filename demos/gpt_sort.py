@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(" ".join(map(str, row[:LENGTH])), "->", " ".join(map(str, row[LENGTH:])))
 
     # Where does each sorted output look? The last block's attention for one held-out example.
-    example = with_sorted(test[:1])[0]
+    varied = next(s for s in test if len(set(s.tolist())) == SYMBOLS)  # an example using all three symbols
+    example = with_sorted(varied[None])[0]
     weights = model.attention_maps(mg.tensor(example, device=args.device))[-1].numpy()[0].mean(axis=0)
     labels = [f"{t}" + ("'" if i >= LENGTH else "") for i, t in enumerate(example[0])]
     heatmap(
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         xlabel="key position (token)",
         ylabel="query position",
         cmap="blues",
+        cell_size=40,
     )
     line_plot(
         {"train loss": losses}, args.out / "loss.png", title="sorting: loss on the sorted half", logy=True, smooth=0.9

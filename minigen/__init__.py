@@ -34,6 +34,7 @@ from minigen.ops.matmul import matmul
 from minigen.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradgradcheck
 from minigen.serialization import load, save
 from minigen import nn, optim, data, utils  # noqa: E402  (after the engine they build on)
+from minigen.debug import detect_anomaly, trace
 
 import numpy as _np
 

@@ -218,7 +218,7 @@ torch_marker = pytest.mark.torch
 
 
 @torch_marker
-@pytest.mark.parametrize("kind", ["none", "bool", "float", "causal", "causal_cross", "broadcast_bool"])
+@pytest.mark.parametrize("kind", ["none", "bool", "float", "causal", "causal_cross", "broadcast_bool", "dead_row"])
 def test_sdpa_matches_pytorch(kind):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
@@ -234,6 +234,10 @@ def test_sdpa_matches_pytorch(kind):
         mask[1, ..., 4:] = False
     elif kind == "float":
         mask = rng.standard_normal((2, 1, t_q, t_k))
+    elif kind == "dead_row":  # query 2 may attend nowhere: PyTorch's math path also gives 0
+        mask = rng.random((t_q, t_k)) < 0.6
+        mask[:, 0] = True
+        mask[2] = False
     causal = kind.startswith("causal")
 
     mine = [mg.tensor(a, requires_grad=True) for a in (q, k, v)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import minigen as mg
@@ -99,7 +99,11 @@ def pools(draw, dilation: bool = True) -> Pool:
         draw(st.integers(low[0], low[0] + 4)),
         draw(st.integers(low[1], low[1] + 4)),
     )
-    return Pool(shape, kernel, stride, padding, dil, draw(st.booleans()))
+    pool = Pool(shape, kernel, stride, padding, dil, draw(st.booleans()))
+    # With dilation a window can fall entirely into the padding (max = −inf, and the
+    # "index" of its maximum means nothing, in PyTorch too): leave those out.
+    assume(all(any(inside(pool, r, q) for _, _, r, q in cells) for _, _, cells in pool.windows()))
+    return pool
 
 
 def run_max(pool: Pool, x, **kwargs):

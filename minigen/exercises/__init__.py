@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from minigen.exercises import (
+try:  # the checker generates its inputs with hypothesis
+    import hypothesis  # noqa: F401
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "minigen.exercises needs hypothesis to generate test inputs: pip install hypothesis "
+        "(or pip install -e '.[test]')"
+    ) from error
+
+from minigen.exercises import (  # noqa: E402
     attention,
     conv2d,
     ddpm,

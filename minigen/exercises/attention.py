@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from minigen.exercises.checker import Case, CheckFailed, Op, Student, close
 from minigen.ops.attention import scaled_dot_product_attention
+from minigen.tensor import Tensor
 from minigen.testing import arrays
 
 NAME = "attention"
@@ -72,7 +73,7 @@ class CausalAttention(Function):
 '''
 
 
-def reference_attention(q, k, v):
+def reference_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
@@ -80,7 +81,7 @@ OPS = (Op("CausalAttention", inputs=("q", "k", "v"), differentiable=("q", "k", "
 
 
 @st.composite
-def cases(draw) -> Case:
+def cases(draw: st.DrawFn) -> Case:
     """Batch axes (0 to 2 of them), T = 1..4 positions, d, d_v = 1..4."""
     batch = tuple(draw(st.lists(st.integers(1, 2), min_size=0, max_size=2)))
     t, d, dv = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))

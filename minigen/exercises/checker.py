@@ -307,7 +307,7 @@ def describe_error(error: BaseException, student_file: str | None) -> str:
 def error_hints(error: BaseException) -> list[str]:
     """Hints for errors the student's code typically runs into."""
     text = str(error)
-    if "standin device" in text:
+    if "standin device" in text or "StandInArray" in text:
         return [
             "your code calls NumPy on tensor data, which fails on a GPU (CuPy arrays): use the array "
             "module of the data, xp = x.xp (or grad.xp), and write xp.exp(...), xp.zeros(...), ..."
@@ -519,9 +519,10 @@ class _Runner:
             hints = list(dict.fromkeys(hints))  # two inputs often get the same hint
             checked = [name for name in op.inputs if name in op.differentiable]  # gradcheck's order
             failing = [name for name, r in zip(checked, result.inputs) if not r.passed]
-            raise CheckFailed(
-                f"backward disagrees with finite differences for {', '.join(failing)}", hints, result.report
-            )
+            report = result.report
+            for position, name in enumerate(op.inputs):  # gradcheck numbers the inputs; name them
+                report = report.replace(f"  input {position} shape", f"  {name} (input {position}) shape")
+            raise CheckFailed(f"backward disagrees with finite differences for {', '.join(failing)}", hints, report)
 
         result = self.run_over_cases(f"{op.name} gradcheck", check, "", op.inputs + op.params)
         if result.passed:

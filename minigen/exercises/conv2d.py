@@ -81,7 +81,7 @@ class Conv2d(Function):
 '''
 
 
-def reference_conv2d(x, weight, stride, padding):
+def reference_conv2d(x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
     return conv2d(x, weight, stride=stride, padding=padding)
 
 
@@ -97,7 +97,7 @@ OPS = (
 
 
 @st.composite
-def cases(draw) -> Case:
+def cases(draw: st.DrawFn) -> Case:
     """N ≤ 2, C ≤ 2, O ≤ 3, kernels 1..3, stride 1..2, padding 0..1, images up to 6×6."""
     n, c, o = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 3))
     kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))

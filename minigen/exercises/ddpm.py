@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from minigen.exercises.checker import Case, CheckFailed, Op, Student, close, constant_ratio
 from minigen.models.diffusion import NoiseSchedule, linear_schedule, q_sample
 from minigen.ops.loss import mse_loss
+from minigen.tensor import Tensor
 from minigen.testing import arrays
 
 NAME = "ddpm"
@@ -86,11 +87,11 @@ def _schedule(alpha_bars: np.ndarray) -> NoiseSchedule:
     return NoiseSchedule(1.0 - alpha_bars / previous, name="exercise")
 
 
-def reference_q_sample(x0, noise, alpha_bars, t):
+def reference_q_sample(x0: Tensor, noise: Tensor, alpha_bars: Tensor, t: Tensor) -> Tensor:
     return q_sample(_schedule(alpha_bars.numpy().astype(np.float64)), x0, t, noise)
 
 
-def reference_epsilon_loss(eps_pred, eps):
+def reference_epsilon_loss(eps_pred: Tensor, eps: Tensor) -> Tensor:
     return mse_loss(eps_pred, eps)
 
 
@@ -106,7 +107,7 @@ OPS = (
 
 
 @st.composite
-def cases(draw) -> Case:
+def cases(draw: st.DrawFn) -> Case:
     """Images (N ≤ 3, C ≤ 2, H, W ≤ 3), a linear schedule with T = 5..40 steps, timesteps t."""
     shape = (draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     steps = draw(st.integers(5, 40))

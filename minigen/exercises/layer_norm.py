@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from minigen.exercises.checker import Case, CheckFailed, Op, Student, close
 from minigen.ops.normalization import layer_norm
+from minigen.tensor import Tensor
 from minigen.testing import arrays, distinct_arrays
 
 NAME = "layer_norm"
@@ -66,7 +67,7 @@ class LayerNorm(Function):
 '''
 
 
-def reference_layer_norm(x, weight, bias, eps):
+def reference_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     return layer_norm(x, x.shape[-1], weight, bias, eps)
 
 
@@ -82,7 +83,7 @@ OPS = (
 
 
 @st.composite
-def cases(draw) -> Case:
+def cases(draw: st.DrawFn) -> Case:
     """x (..., D) with 2 ≤ D ≤ 5 and distinct values (so no row has zero variance)."""
     lead = draw(st.lists(st.integers(1, 3), min_size=0, max_size=2))
     d = draw(st.integers(2, 5))

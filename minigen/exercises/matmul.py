@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from minigen.exercises.checker import Case, CheckFailed, Op, Student, close
 from minigen.ops.matmul import matmul
+from minigen.tensor import Tensor
 from minigen.testing import arrays, broadcastable_shapes
 
 NAME = "matmul"
@@ -66,7 +67,7 @@ class MatMul(Function):
 '''
 
 
-def reference_matmul(a, b):
+def reference_matmul(a: Tensor, b: Tensor) -> Tensor:
     return matmul(a, b)
 
 
@@ -74,7 +75,7 @@ OPS = (Op("MatMul", inputs=("a", "b"), differentiable=("a", "b"), reference=refe
 
 
 @st.composite
-def cases(draw) -> Case:
+def cases(draw: st.DrawFn) -> Case:
     """A (batch_a, n, k) and B (batch_b, k, m) with broadcastable batch shapes (maybe none)."""
     n, k, m = (draw(st.integers(1, 4)) for _ in range(3))
     batch_a, batch_b = draw(broadcastable_shapes(2, min_dims=0, max_dims=2, max_side=3))

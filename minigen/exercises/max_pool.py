@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from minigen.exercises.checker import Case, CheckFailed, Op, Student, close
 from minigen.ops.pool import max_pool2d
+from minigen.tensor import Tensor
 from minigen.testing import distinct_arrays
 
 NAME = "max_pool"
@@ -75,7 +76,7 @@ class MaxPool2d(Function):
 '''
 
 
-def reference_max_pool(x, kernel_size, stride):
+def reference_max_pool(x: Tensor, kernel_size: int, stride: int) -> Tensor:
     return max_pool2d(x, kernel_size, stride)
 
 
@@ -91,7 +92,7 @@ OPS = (
 
 
 @st.composite
-def cases(draw) -> Case:
+def cases(draw: st.DrawFn) -> Case:
     """Distinct values (no ties), k = 2..3, stride 1..k, images up to 6×6."""
     k = draw(st.integers(2, 3))
     stride = draw(st.integers(1, k))

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from minigen.exercises.checker import Case, CheckFailed, Op, Student, close
 from minigen.ops.rope import rope
+from minigen.tensor import Tensor
 from minigen.testing import arrays
 
 NAME = "rope"
@@ -72,7 +73,7 @@ class Rope(Function):
 '''
 
 
-def reference_rope(x, positions):
+def reference_rope(x: Tensor, positions: tuple) -> Tensor:
     return rope(x, positions=list(positions))
 
 
@@ -80,7 +81,7 @@ OPS = (Op("Rope", inputs=("x",), differentiable=("x",), reference=reference_rope
 
 
 @st.composite
-def cases(draw) -> Case:
+def cases(draw: st.DrawFn) -> Case:
     """x (..., T, d) with d ∈ {2, 4, 6, 8}, positions 0..60 (in any order, repeats allowed)."""
     batch = tuple(draw(st.lists(st.integers(1, 2), min_size=0, max_size=2)))
     t, d = draw(st.integers(1, 4)), 2 * draw(st.integers(1, 4))

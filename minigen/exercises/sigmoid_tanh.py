@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from minigen.exercises.checker import Case, CheckFailed, Op, Student, close
 from minigen.ops.activation import sigmoid, tanh
+from minigen.tensor import Tensor
 from minigen.testing import arrays, shapes
 
 NAME = "sigmoid_tanh"
@@ -77,11 +78,11 @@ class Tanh(Function):
 
 
 # ------------------------------------------------------------------------ references
-def reference_sigmoid(x):
+def reference_sigmoid(x: Tensor) -> Tensor:
     return sigmoid(x)
 
 
-def reference_tanh(x):
+def reference_tanh(x: Tensor) -> Tensor:
     return tanh(x)
 
 
@@ -93,7 +94,7 @@ OPS = (
 
 # ----------------------------------------------------------------------------- inputs
 @st.composite
-def cases(draw) -> Case:
+def cases(draw: st.DrawFn) -> Case:
     """x of 1 to 3 dimensions, values in [−4, 4]."""
     return Case({"x": draw(arrays(shapes(1, 3, max_side=4), low=-4.0, high=4.0))})
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from minigen.exercises.checker import Case, CheckFailed, Op, Student, close, constant_ratio
 from minigen.ops.activation import softmax
 from minigen.ops.loss import cross_entropy
+from minigen.tensor import Tensor
 from minigen.testing import arrays, shapes
 
 NAME = "softmax_cross_entropy"
@@ -81,11 +82,11 @@ class CrossEntropy(Function):
 '''
 
 
-def reference_softmax(x):
+def reference_softmax(x: Tensor) -> Tensor:
     return softmax(x, dim=-1)
 
 
-def reference_cross_entropy(logits, target):
+def reference_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     return cross_entropy(logits, target)
 
 
@@ -96,7 +97,7 @@ OPS = (
 
 
 @st.composite
-def cases(draw) -> Case:
+def cases(draw: st.DrawFn) -> Case:
     """Softmax input x (..., C) with C ≥ 2; logits (N, C) and targets (N,)."""
     x = draw(arrays(shapes(1, 3, min_side=2, max_side=4), low=-3.0, high=3.0))
     n, c = draw(st.integers(1, 4)), draw(st.integers(2, 5))

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from minigen.exercises.checker import Case, CheckFailed, Op, Student, close, constant_ratio
 from minigen.models.vae import kl_divergence, reparameterize
+from minigen.tensor import Tensor
 from minigen.testing import arrays
 
 NAME = "vae"
@@ -79,11 +80,11 @@ class KLDivergence(Function):
 '''
 
 
-def reference_reparameterize(mu, logvar, eps):
+def reference_reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
     return reparameterize(mu, logvar, eps)
 
 
-def reference_kl(mu, logvar):
+def reference_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     return kl_divergence(mu, logvar)
 
 
@@ -99,7 +100,7 @@ OPS = (
 
 
 @st.composite
-def cases(draw) -> Case:
+def cases(draw: st.DrawFn) -> Case:
     """N = 1..3 samples of d = 1..4 latent dims; μ, log σ², ε in [−2, 2]."""
     shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)))
     return Case({name: draw(arrays(shape, low=-2.0, high=2.0)) for name in ("mu", "logvar", "eps")})

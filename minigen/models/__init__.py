@@ -6,4 +6,4 @@ Transformers: ``GPT`` (decoder-only LM), ``BERT`` (encoder-only, masked LM, ``ml
 
 from minigen.models.bert import BERT, mlm_mask
 from minigen.models.gpt import GPT
-from minigen.models.vit import ViT, PatchEmbedding
+from minigen.models.vit import PatchEmbedding, ViT

@@ -99,6 +99,21 @@ class BERT(nn.Module):
             x = block(x, attn_mask=mask)
         return self.ln_f(x)
 
+    @mg.no_grad()
+    def attention_maps(self, tokens: Tensor, attention_mask: Any = None) -> list[Tensor]:
+        """The attention weights of every block: a list of (B, heads, T, T), for pictures."""
+        B, T = tokens.shape
+        x = self.tok_emb(tokens) + self.pos_emb(mg.arange(T, device=tokens.device))
+        mask = None
+        if attention_mask is not None:
+            keep = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
+            mask = Tensor(keep.astype(bool).reshape(B, 1, 1, T))
+        maps = []
+        for block in self.blocks:
+            x, weights = block(x, attn_mask=mask, return_attention=True)
+            maps.append(weights)
+        return maps
+
     def mlm_logits(self, hidden: Tensor) -> Tensor:
         """Hidden states (B, T, d) -> vocabulary logits (B, T, V) with the tied embedding."""
         z = self.mlm_ln(self.mlm_act(self.mlm_dense(hidden)))

@@ -498,22 +498,34 @@ class EMA:
     """An exponential moving average of a model's parameters, θ̄ ← d·θ̄ + (1 − d)·θ.
 
     After n updates with parameters θ_1, …, θ_n, starting from θ̄_0 (the weights at
-    construction):  θ̄_n = dⁿ θ̄_0 + (1 − d) Σ_{k=1..n} d^{n−k} θ_k.
+    construction), a constant decay d gives the closed form
+
+        θ̄_n = dⁿ θ̄_0 + (1 − d) Σ_{k=1..n} d^{n−k} θ_k.
+
     Sampling with θ̄ instead of the last θ averages out the noise of the final SGD
-    steps; diffusion models are almost always sampled this way. Updates happen in place
-    on the parameters' device, with no host sync.
+    steps; diffusion models are almost always sampled this way. With ``warmup=True``
+    the n-th update uses d_n = min(d, (1 + n)/(10 + n)) instead, so that early on, when
+    the weights still change fast, the average forgets the random initial weights
+    quickly (θ̄_n = Π_k d_k θ̄_0 + Σ_k (1 − d_k) Π_{j>k} d_j θ_k). Updates happen in
+    place on the parameters' device, with no host sync.
     """
 
-    def __init__(self, model: Any, decay: float = 0.999) -> None:
+    def __init__(self, model: Any, decay: float = 0.999, warmup: bool = False) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA: decay must lie in [0, 1), got {decay}")
         self.decay = decay
+        self.warmup = warmup
         self.num_updates = 0
         self.shadow: dict[str, Tensor] = {name: Tensor(p.data.copy()) for name, p in model.named_parameters()}
 
+    def current_decay(self) -> float:
+        """The d of the next update: ``decay``, or its warm-up value min(d, (1 + n)/(10 + n))."""
+        n = self.num_updates + 1
+        return min(self.decay, (1.0 + n) / (10.0 + n)) if self.warmup else self.decay
+
     def update(self, model: Any) -> None:
         """θ̄ ← d·θ̄ + (1 − d)·θ for every parameter (call after each optimiser step)."""
-        d = self.decay
+        d = self.current_decay()
         for name, p in model.named_parameters():
             average = self.shadow[name].data
             average *= d

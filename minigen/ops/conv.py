@@ -12,15 +12,15 @@ with stride s, dilation d and padding p. Each output side has length
 
 **im2col (the GEMM path).** For each kernel offset (i, j) the strided slice
 ``x_pad[:, :, i·d :: s, j·d :: s]`` (cut to H_out × W_out) holds, at every output pixel,
-the input value that W[:, :, i, j] multiplies. Copying the k_H·k_W slices into one buffer
-``cols`` of shape (N, C_in·k_H·k_W, H_out·W_out) turns the whole layer into one batched
-matrix product, which BLAS (or cuBLAS) runs at full speed:
+the input value that W[:, :, i, j] multiplies. Copying the k_H·k_W slices into one
+matrix ``cols`` of shape (C_in·k_H·k_W, N·H_out·W_out), one column per output pixel,
+turns the whole layer into one matrix product, which BLAS (or cuBLAS) runs at full speed:
 
-    Y = W_mat · cols,     W_mat = W.reshape(C_out, C_in·k_H·k_W).
+    Y = W_mat · cols,     W_mat = W.reshape(C_out, C_in·k_H·k_W),
 
-(On the CPU the batch goes through in chunks of a few images, reusing one cache-sized
-``cols`` buffer; with groups, W_mat and cols gain a group axis and each group is its
-own product.)
+and Y (C_out, N·H_out·W_out) is y with its batch axis moved. (On the CPU the batch goes
+through in chunks of a few images, reusing one cache-sized ``cols`` buffer; with groups,
+W_mat and cols gain a group axis and each group is its own product.)
 
 **Backward.** The convolution is linear in x and in W, so both gradients are again
 convolutions:
@@ -56,17 +56,13 @@ from minigen.tensor import Tensor
 
 IntPair = int | Sequence[int]
 
-# On the CPU the batch is processed in chunks whose im2col buffer holds about this many
+# On the CPU the batch is processed in chunks whose cols buffer holds about this many
 # elements (8 MB in float32): the buffer stays in cache between im2col and the matmul,
-# and it is reused from chunk to chunk. A fresh 75 MB buffer per call would cost as much
-# again in page faults as the copy itself. A GPU gets big chunks (fewer kernel launches),
-# capped so a large batch does not exhaust its memory.
+# and it is reused from chunk to chunk. (A fresh 75 MB buffer per call costs as much in
+# page faults as the copy itself.) A GPU gets big chunks, for fewer kernel launches,
+# capped so that a large batch does not exhaust its memory.
 CPU_CHUNK_ELEMENTS = 1 << 21
-GPU_CHUNK_ELEMENTS = 1 << 27
-
-# Below this many output pixels per image, per-image matrix products are too thin for
-# BLAS, so the chunk is laid out batch-last and multiplied as one wide matrix instead.
-SMALL_IMAGE = 256
+GPU_CHUNK_ELEMENTS = 1 << 26
 
 
 # ------------------------------------------------------------------------ geometry
@@ -102,19 +98,13 @@ def _window(start: int, stride: int, count: int) -> slice:
     return slice(start, start + stride * (count - 1) + 1, stride)
 
 
-def _batch_view(cols: Any, i: int, j: int, batch_last: bool) -> Any:
-    """cols[..., i, j, ...] as an (N, C, H_out, W_out) view, whichever layout cols has."""
-    return cols[:, i, j].transpose(1, 0, 2, 3) if batch_last else cols[:, :, i, j]
+def _im2col(x: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple, out: Any) -> Any:
+    """The im2col matrix: out[c, i, j, n, h, w] = x_pad[n, c, h·s + i·d, w·s + j·d].
 
-
-def _im2col(
-    x: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple, out: Any, batch_last: bool
-) -> Any:
-    """cols[n, c, i, j, h, w] = x_pad[n, c, h·s + i·d, w·s + j·d], written into ``out``.
-
-    ``out`` is (N, C, k_H, k_W, H_out, W_out), or (C, k_H, k_W, N, H_out, W_out) when
-    ``batch_last``. One strided-slice copy per kernel offset; the padding is never
-    materialised: the positions that would read it are set to zero instead.
+    ``out`` has shape (C, k_H, k_W, N, H_out, W_out), i.e. the (C·k_H·k_W) × (N·L) matrix
+    with one column per output pixel of every image. One strided-slice copy per kernel
+    offset fills it; the padding is never materialised: the entries that would read it
+    are set to zero instead.
     """
     h_in, w_in = x.shape[2:]
     h_out, w_out = out_hw
@@ -122,7 +112,7 @@ def _im2col(
         h0, h1, r = _span(i, stride[0], pad[0], dilation[0], h_in, h_out)
         for j in range(kernel[1]):
             w0, w1, q = _span(j, stride[1], pad[1], dilation[1], w_in, w_out)
-            dst = _batch_view(out, i, j, batch_last)
+            dst = out[:, i, j].transpose(1, 0, 2, 3)  # an (N, C, H_out, W_out) view
             if h1 == h0 or w1 == w0:
                 dst[...] = 0
                 continue
@@ -135,15 +125,14 @@ def _im2col(
     return out
 
 
-def _col2im(cols: Any, out: Any, stride: tuple, pad: tuple, dilation: tuple, batch_last: bool) -> Any:
-    """The adjoint of ``_im2col``: out[n, c, h·s + i·d − p, w·s + j·d − p] += cols[n, c, i, j, h, w].
+def _col2im(cols: Any, out: Any, stride: tuple, pad: tuple, dilation: tuple) -> Any:
+    """The adjoint of ``_im2col``: out[n, c, h·s + i·d − p, w·s + j·d − p] += cols[c, i, j, n, h, w].
 
     Overlapping windows accumulate through one strided ``+=`` per kernel offset (no
     scatter-add needed: within one offset no position repeats). Contributions that land
     in the padding are dropped.
     """
-    kh, kw = cols.shape[1:3] if batch_last else cols.shape[2:4]
-    h_out, w_out = cols.shape[-2:]
+    kh, kw, _, h_out, w_out = cols.shape[1:]
     h_in, w_in = out.shape[2:]
     for i in range(kh):
         h0, h1, r = _span(i, stride[0], pad[0], dilation[0], h_in, h_out)
@@ -153,50 +142,44 @@ def _col2im(cols: Any, out: Any, stride: tuple, pad: tuple, dilation: tuple, bat
             w0, w1, q = _span(j, stride[1], pad[1], dilation[1], w_in, w_out)
             if w1 == w0:
                 continue
-            src = _batch_view(cols, i, j, batch_last)
-            out[:, :, _window(r, stride[0], h1 - h0), _window(q, stride[1], w1 - w0)] += src[:, :, h0:h1, w0:w1]
+            src = cols[:, i, j].transpose(1, 0, 2, 3)[:, :, h0:h1, w0:w1]
+            out[:, :, _window(r, stride[0], h1 - h0), _window(q, stride[1], w1 - w0)] += src
     return out
 
 
 def _batch_chunk(x: Any, per_sample: int) -> int:
-    """How many samples go into one im2col buffer."""
+    """How many samples go into one cols buffer."""
     budget = GPU_CHUNK_ELEMENTS if device_of(x).type == "cuda" else CPU_CHUNK_ELEMENTS
     return max(1, min(x.shape[0], budget // max(per_sample, 1)))
 
 
-def _cols_chunks(x: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple, batch_last: bool):
-    """Yield (start, stop, cols) over batch chunks, reusing one im2col buffer."""
+def _cols_chunks(x: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple):
+    """Yield (start, stop, cols) over batch chunks, reusing one cols buffer."""
     xp = xp_of(x)
     n, c = x.shape[:2]
     chunk = _batch_chunk(x, c * kernel[0] * kernel[1] * out_hw[0] * out_hw[1])
     buffer = None
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        b = stop - start
-        shape = (c, *kernel, b, *out_hw) if batch_last else (b, c, *kernel, *out_hw)
+        shape = (c, *kernel, stop - start, *out_hw)
         if buffer is None or buffer.shape != shape:
             buffer = xp.empty(shape, dtype=x.dtype)
-        yield start, stop, _im2col(x[start:stop], kernel, stride, pad, dilation, out_hw, buffer, batch_last)
+        yield start, stop, _im2col(x[start:stop], kernel, stride, pad, dilation, out_hw, buffer)
 
 
 # -------------------------------------------------------------- array-level kernels
 def _conv2d_array(x: Any, w: Any, stride: tuple, pad: tuple, dilation: tuple, groups: int, out_hw: tuple) -> Any:
-    """Y = W_mat · cols per group and batch chunk: one big matmul each."""
+    """Y = W_mat · cols per group and batch chunk: one wide matrix product each."""
     xp = xp_of(x)
-    n = x.shape[0]
     c_out, c_group, kh, kw = w.shape
     k = c_group * kh * kw
-    pixels = out_hw[0] * out_hw[1]
-    y = xp.empty((n, c_out, *out_hw), dtype=x.dtype)
+    y = xp.empty((x.shape[0], c_out, *out_hw), dtype=x.dtype)
     w_mat = w.reshape(groups, c_out // groups, k)
-    batch_last = pixels < SMALL_IMAGE
-    for start, stop, cols in _cols_chunks(x, (kh, kw), stride, pad, dilation, out_hw, batch_last):
+    for start, stop, cols in _cols_chunks(x, (kh, kw), stride, pad, dilation, out_hw):
         b = stop - start
-        if batch_last:  # (G, C_out/G, K) @ (G, K, b·L), then back to batch-first
-            product = xp.matmul(w_mat, cols.reshape(groups, k, b * pixels))
-            y[start:stop] = product.reshape(c_out, b, *out_hw).transpose(1, 0, 2, 3)
-        else:  # (G, C_out/G, K) @ (b, G, K, L), written straight into y
-            xp.matmul(w_mat, cols.reshape(b, groups, k, pixels), out=y[start:stop].reshape(b, groups, -1, pixels))
+        # (G, C_out/G, K) @ (G, K, b·L) -> (C_out, b, H_out, W_out), then batch-first.
+        product = xp.matmul(w_mat, cols.reshape(groups, k, b * out_hw[0] * out_hw[1]))
+        y[start:stop] = product.reshape(c_out, b, *out_hw).transpose(1, 0, 2, 3)
     return y
 
 
@@ -219,15 +202,14 @@ def _conv_transpose2d_array(
         flipped_pad = (dilation[0] * (kh - 1) - pad[0], dilation[1] * (kw - 1) - pad[1])
         return _conv2d_array(x, flipped, stride, flipped_pad, dilation, groups, out_hw)
     y = xp.zeros((n, c_out, *out_hw), dtype=x.dtype)
-    k = c_group_out * kh * kw
-    w_t = w.reshape(groups, c_in // groups, k).swapaxes(-1, -2)  # (G, K, C_in/G)
+    w_t = w.reshape(groups, c_in // groups, c_group_out * kh * kw).swapaxes(-1, -2)  # (G, K, C_in/G)
     chunk = _batch_chunk(x, c_out * kh * kw * h * w_len)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         b = stop - start
         x_t = x[start:stop].transpose(1, 0, 2, 3).reshape(groups, c_in // groups, b * h * w_len)
         cols = xp.matmul(w_t, x_t).reshape(c_out, kh, kw, b, h, w_len)
-        _col2im(cols, y[start:stop], stride, pad, dilation, batch_last=True)
+        _col2im(cols, y[start:stop], stride, pad, dilation)
     return y
 
 
@@ -243,7 +225,7 @@ def _weight_grad_array(x: Any, g: Any, kernel: tuple, stride: tuple, pad: tuple,
     pixels = h_out * w_out
     k = (c_in // groups) * kernel[0] * kernel[1]
     dw = None
-    for start, stop, cols in _cols_chunks(x, kernel, stride, pad, dilation, (h_out, w_out), batch_last=True):
+    for start, stop, cols in _cols_chunks(x, kernel, stride, pad, dilation, (h_out, w_out)):
         b = stop - start
         g_t = g[start:stop].reshape(b, c_out, pixels).transpose(1, 0, 2).reshape(groups, c_out // groups, b * pixels)
         part = xp.matmul(g_t, cols.reshape(groups, k, b * pixels).swapaxes(-1, -2))

@@ -250,9 +250,10 @@ def max_pool2d(
     """Max pooling, PyTorch's ``F.max_pool2d``: y[n, c, h, w] = max of the window at (h·s, w·s).
 
     ``stride`` defaults to ``kernel_size``. Padding counts as −∞ and must be at most half
-    the kernel. The gradient goes one-hot to each window's maximum; on ties, to the first
-    in row-major window order. With ``return_indices`` also returns, per output, the flat
-    index h·W + w of the maximum within its (unpadded) channel, as an int64 tensor.
+    the kernel (with dilation, a window that lies wholly in the padding gives −∞). The
+    gradient goes one-hot to each window's maximum; on ties, to the first in row-major
+    window order. With ``return_indices`` also returns, per output, the flat index
+    h·W + w of the maximum within its (unpadded) channel, as an int64 tensor.
     """
     op = "max_pool2d"
     x, unbatched = _batched(input)

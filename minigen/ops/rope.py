@@ -25,11 +25,12 @@ Two forms are provided:
 
 **Not the "rotate-half" convention.** Many libraries (GPT-NeoX, LLaMA code in
 Hugging Face ``transformers``) pair coordinate i with i + d/2 instead of with its
-neighbour. That is the same rotation applied after a fixed permutation P of the
-coordinates: rotate_half(x) = Pᵀ R_m P x. Scores ⟨R_m q, R_n k⟩ keep the same form,
-but the numbers differ for the same weights, because a different pair of coordinates
-shares each frequency. A checkpoint trained with one convention only works with the
-other after permuting the rows of its query and key projection weights by P.
+neighbour. That is the same rotation conjugated by a fixed permutation P of the
+coordinates (P moves coordinate i + d/2 next to coordinate i): RotateHalf_m = Pᵀ R_{Θ,m} P.
+Scores keep the relative-position property either way, but for the same input the
+numbers differ, because different pairs of coordinates share each frequency θ_i. A
+checkpoint trained with one convention only works with the other after permuting the
+rows of its query and key projection weights by P.
 
 The backward of a rotation is the inverse rotation: ∂L/∂x = R_mᵀ g = R_{−m} g, i.e. the
 same op with sin replaced by −sin. Since that is again a rotation (a linear map), its own

@@ -4,6 +4,7 @@ Every writer creates parent folders and writes atomically (temporary file, then
 ``os.replace``), so an interrupted run never leaves a half-written picture.
 """
 
+from minigen.utils.graph import draw_graph
 from minigen.utils.images import atomic_write, make_grid, save_gif, save_image_grid, save_pil, to_numpy
 from minigen.utils.plots import COLORMAPS, PALETTE, bar_chart, colormap, ema, heatmap, line_plot, scatter_plot
 
@@ -13,6 +14,7 @@ __all__ = [
     "atomic_write",
     "bar_chart",
     "colormap",
+    "draw_graph",
     "ema",
     "heatmap",
     "line_plot",

@@ -20,5 +20,7 @@ class LayerNorm(Function):
         grad_bias = g.sum(axis=lead)
         grad_weight = (g * xhat).sum(axis=lead)
         ghat = g * weight
-        grad_x = (ghat - ghat.mean(axis=-1, keepdims=True) - xhat * (ghat * xhat).mean(axis=-1, keepdims=True)) / sigma
+        mean_g = ghat.mean(axis=-1, keepdims=True)
+        mean_gx = (ghat * xhat).mean(axis=-1, keepdims=True)
+        grad_x = (ghat - mean_g - xhat * mean_gx) / sigma
         return Tensor(grad_x), Tensor(grad_weight), Tensor(grad_bias)

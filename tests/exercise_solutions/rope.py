@@ -5,10 +5,11 @@ from minigen import Function, Tensor
 
 def rotate(data, cos, sin):
     """Turn each adjacent pair (a, b) of the last axis by the angle whose cosine/sine are given."""
-    a, b = data[..., 0::2], data[..., 1::2]
+    first, second = slice(0, None, 2), slice(1, None, 2)  # the adjacent pairs (x1, x2), (x3, x4), ...
+    a, b = data[..., first], data[..., second]
     out = data.copy()
-    out[..., 0::2] = a * cos - b * sin
-    out[..., 1::2] = a * sin + b * cos
+    out[..., first] = a * cos - b * sin
+    out[..., second] = a * sin + b * cos
     return out
 
 

@@ -1,0 +1,263 @@
+"""Checking the checker: every exercise passes a correct solution and fails typical wrong
+ones with the hint that names the mistake; the CLI behaves (list, start, check, --json).
+
+The correct solutions live in tests/exercise_solutions/<name>.py. Each wrong solution is
+that file with one typical mistake edited in (``MISTAKES``), so the mistake is visible
+at a glance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from minigen.exercises import EXERCISES, get
+from minigen.exercises.__main__ import main
+from minigen.exercises.checker import check_file
+
+SOLUTIONS = Path(__file__).parent / "exercise_solutions"
+EXAMPLES = 5  # generated inputs per check, on top of each exercise's hand-picked EXAMPLES
+
+# One typical mistake per row: the exercise, what the mistake is, the text of the correct
+# solution it replaces, the wrong text, the check that must fail, and a phrase of the
+# hint that must name the mistake.
+# fmt: off
+MISTAKES = [
+    # 1. sigmoid and tanh
+    ("sigmoid_tanh", "sign", "return grad * (1.0 - y * y)", "return grad * (y * y - 1.0)",
+     "Tanh gradcheck", "sign error"),
+    ("sigmoid_tanh", "x instead of y", "return grad * (1.0 - y * y)", "return grad * (1.0 - x * x)",
+     "Tanh gradcheck", "OUTPUT y = tanh(x)"),
+    ("sigmoid_tanh", "overflow", "y = 0.5 * (1.0 + x.xp.tanh(0.5 * x.data))", "y = 1.0 / (1.0 + x.xp.exp(-x.data))",
+     "property: stable for large inputs", "never overflows"),
+    # 2. matmul
+    ("matmul", "missing unbroadcast", "grad_a = (grad @ b.mT).sum_to(a.shape)", "grad_a = grad @ b.mT",
+     "MatMul gradient shapes", "missing unbroadcast"),
+    ("matmul", "transposed", "grad_b = (a.mT @ grad).sum_to(b.shape)", "grad_b = (grad.mT @ a).sum_to(b.shape)",
+     "MatMul gradient shapes", "transpose"),
+    # 3. softmax and cross-entropy
+    ("softmax_cross_entropy", "forgotten mean", "d /= n", "pass",
+     "CrossEntropy gradcheck", "divide by N"),
+    ("softmax_cross_entropy", "sign", "d /= n", "d /= -n",
+     "CrossEntropy gradcheck", "opposite sign"),
+    ("softmax_cross_entropy", "diagonal Jacobian", "return Tensor(s * (g - (g * s).sum(axis=-1, keepdims=True)))",
+     "return Tensor(g * s * (1 - s))", "Softmax gradcheck", "only the diagonal"),
+    ("softmax_cross_entropy", "no max shift", "e = xp.exp(x.data - x.data.max(axis=-1, keepdims=True))",
+     "e = xp.exp(x.data)", "property: stable for large logits", "subtract each row's maximum"),
+    # 4. conv2d backward
+    ("conv2d", "= instead of +=", "dx_pad[window] += ", "dx_pad[window] = ",
+     "Conv2d gradcheck", "accumulate"),
+    ("conv2d", "= instead of += (property)", "dx_pad[window] += ", "dx_pad[window] = ",
+     "property: every window sends gradient to its pixels", "accumulate with +="),
+    ("conv2d", "flipped kernel", 'xp.einsum("nohw,oc->nchw", g, weight[:, :, i, j])',
+     'xp.einsum("nohw,oc->nchw", g, weight[:, :, kh - 1 - i, kw - 1 - j])', "Conv2d gradcheck", "kernel flipped"),
+    ("conv2d", "no sum over the batch", 'xp.einsum("nohw,nchw->oc", g, x_pad[window])',
+     'xp.einsum("ohw,chw->oc", g[0], x_pad[window][0])', "Conv2d gradcheck", "first sample only"),
+    # 5. max-pool backward
+    ("max_pool", "= instead of +=", "dx[window] += ", "dx[window] = ",
+     "MaxPool2d gradcheck", "accumulate with +="),
+    ("max_pool", "spread evenly", "dx[window] += xp.where(argmax == i * k + j, g, 0.0)", "dx[window] += g / (k * k)",
+     "property: gradient is routed one hot", "average-pool"),
+    # 6. layer norm
+    ("layer_norm", "mu and sigma constant", "grad_x = (ghat - mean_g - xhat * mean_gx) / sigma",
+     "grad_x = ghat / sigma", "LayerNorm gradcheck", "treated μ and σ as constants"),
+    ("layer_norm", "sums for means",
+     "mean_g = ghat.mean(axis=-1, keepdims=True)\n        mean_gx = (ghat * xhat).mean(",
+     "mean_g = ghat.sum(axis=-1, keepdims=True)\n        mean_gx = (ghat * xhat).sum(",
+     "LayerNorm gradcheck", "divide them by D"),
+    ("layer_norm", "gamma not summed", "grad_weight = (g * xhat).sum(axis=lead)", "grad_weight = g * xhat",
+     "LayerNorm gradient shapes", "missing unbroadcast"),
+    ("layer_norm", "unbiased variance", "var = ((x.data - mu) ** 2).mean(axis=-1, keepdims=True)",
+     "var = ((x.data - mu) ** 2).sum(axis=-1, keepdims=True) / (x.shape[-1] - 1)",
+     "LayerNorm forward", "unbiased variance"),
+    # 7. causal attention
+    ("attention", "missing 1/sqrt(d)", "grad_q = grad_s @ k / math.sqrt(d)", "grad_q = grad_s @ k",
+     "CausalAttention gradcheck", "1/√d"),
+    ("attention", "leak through the mask", "grad_v = a.swapaxes(-1, -2) @ g",
+     "a = grad.xp.exp(q @ k.swapaxes(-1, -2) / math.sqrt(d))  # recomputed without the mask\n"
+     "        a /= a.sum(axis=-1, keepdims=True)\n        grad_v = a.swapaxes(-1, -2) @ g",
+     "property: no gradient leaks into the future", "masked attention weights"),
+    ("attention", "transposed dS", "grad_k = grad_s.swapaxes(-1, -2) @ q / math.sqrt(d)",
+     "grad_k = grad_s @ q / math.sqrt(d)", "CausalAttention gradcheck", "transpose of ∂L/∂S"),
+    ("attention", "no mask", "scores = xp.where(mask, scores, -xp.inf)", "pass",
+     "CausalAttention forward", "causal mask is missing"),
+    # 8. RoPE
+    ("rope", "same rotation in backward", "rotate(grad.data, cos, -sin)", "rotate(grad.data, cos, sin)",
+     "property: backward undoes the rotation", "flip the sign of sin"),
+    ("rope", "same rotation in backward (gradcheck)", "rotate(grad.data, cos, -sin)", "rotate(grad.data, cos, sin)",
+     "Rope gradcheck", "applies R again"),
+    ("rope", "rotate-half", "first, second = slice(0, None, 2), slice(1, None, 2)",
+     "first, second = slice(0, data.shape[-1] // 2), slice(data.shape[-1] // 2, None)",
+     "Rope forward", "rotate-half"),
+    ("rope", "theta off by one", "xp.arange(d // 2, dtype=x.dtype)", "xp.arange(1, d // 2 + 1, dtype=x.dtype)",
+     "Rope forward", "off by one"),
+    # 9. VAE
+    ("vae", "missing 1/2", "grad_logvar = grad.data * eps * sigma * 0.5", "grad_logvar = grad.data * eps * sigma",
+     "Reparameterize gradcheck", "½ from the chain rule"),
+    ("vae", "gradient for sigma", "grad_logvar = grad.data * eps * sigma * 0.5", "grad_logvar = grad.data * eps",
+     "Reparameterize gradcheck", "∂σ/∂ℓ = σ/2"),
+    ("vae", "KL sign", "grad_mu = g * mu", "grad_mu = -g * mu",
+     "KLDivergence gradcheck", "sign"),
+    # 10. DDPM
+    ("ddpm", "forgotten mean", "grad.data * 2.0 * diff / diff.size", "grad.data * 2.0 * diff",
+     "EpsilonLoss gradcheck", "MEAN"),
+    ("ddpm", "factor 2", "grad.data * 2.0 * diff / diff.size", "grad.data * diff / diff.size",
+     "EpsilonLoss gradcheck", "factor 2"),
+    ("ddpm", "swapped coefficients", "return signal * x0.data + spread * noise.data",
+     "return spread * x0.data + signal * noise.data", "QSample forward", "swapped"),
+    ("ddpm", "variance, not scale", "signal, spread = xp.sqrt(alpha_bar), xp.sqrt(1.0 - alpha_bar)",
+     "signal, spread = alpha_bar, 1.0 - alpha_bar", "property: variance is preserved", "square roots"),
+]
+# fmt: on
+
+
+def solution(name: str) -> str:
+    return (SOLUTIONS / f"{name}.py").read_text()
+
+
+def with_mistake(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    source = solution(name)
+    assert source.count(old) == 1, f"the correct {name} solution must contain {old!r} exactly once"
+    path = tmp_path / f"{name}.py"
+    path.write_text(source.replace(old, new))
+    return path
+
+
+def check_named(report, name):
+    found = [c for c in report.checks if c.name == name]
+    assert found, f"no check named {name!r}; checks: {[c.name for c in report.checks]}"
+    return found[0]
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_correct_solution_passes(name):
+    report = check_file(get(name), SOLUTIONS / f"{name}.py", max_examples=EXAMPLES)
+    assert report.passed, report.text()
+    names = [c.name for c in report.checks]
+    # forward, gradient shapes and gradcheck for every op; the properties; the GPU path
+    assert len(names) == 3 * len(get(name).OPS) + len(get(name).PROPERTIES) + 1
+    assert "GPU path (stand-in device)" in names
+
+
+@pytest.mark.parametrize(
+    ("name", "mistake", "old", "new", "failing", "hint"), MISTAKES, ids=[f"{m[0]}: {m[1]}" for m in MISTAKES]
+)
+def test_typical_mistake_fails_with_the_right_hint(tmp_path, name, mistake, old, new, failing, hint):
+    report = check_file(get(name), with_mistake(tmp_path, name, old, new), max_examples=EXAMPLES)
+    assert not report.passed
+    check = check_named(report, failing)
+    assert not check.passed, report.text()
+    assert any(hint in h for h in check.hints), f"expected a hint with {hint!r}:\n{report.text()}"
+    assert hint in report.text()
+
+
+def test_every_exercise_has_at_least_two_typical_mistakes():
+    counts = {name: sum(m[0] == name for m in MISTAKES) for name in EXERCISES}
+    assert all(n >= 2 for n in counts.values()), counts
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_template_stubs_say_not_implemented_yet(tmp_path, name, capsys):
+    assert main(["start", name, str(tmp_path)]) == 0
+    path = tmp_path / f"{name}.py"
+    text = path.read_text()
+    assert "The maths" in text and "Shapes" in text and f"check {name}" in text
+    for op in get(name).OPS:
+        assert f"class {op.name}(Function)" in text
+    report = check_file(get(name), path, max_examples=1)
+    assert not report.passed
+    for check in report.checks[:-1]:  # the GPU path is skipped once the CPU fails
+        if check.name.endswith("forward") and check.passed:  # only where the template gives the forward
+            given = text.split(f"class {check.name.split()[0]}(")[1].split("def backward")[0]
+            assert "NotImplementedError" not in given
+            continue
+        assert not check.passed and check.not_implemented, check
+        assert check.summary.startswith("not implemented yet"), check.summary
+    assert "Traceback" not in report.text()
+
+
+def test_gradcheck_failure_shows_the_per_element_report(tmp_path):
+    _, _, old, new, failing, _ = MISTAKES[0]
+    report = check_file(get("sigmoid_tanh"), with_mistake(tmp_path, "sigmoid_tanh", old, new), max_examples=1)
+    check = check_named(report, failing)
+    assert "index" in check.details and "analytical" in check.details and "numerical" in check.details
+    assert "seed=" in check.details
+    assert check.case and "x shape" in check.case
+
+
+def test_numpy_on_tensor_data_fails_the_gpu_path(tmp_path):
+    source = "import numpy as np\n" + solution("sigmoid_tanh").replace("x.xp.tanh(x.data)", "np.tanh(x.data)")
+    path = tmp_path / "sigmoid_tanh.py"
+    path.write_text(source)
+    report = check_file(get("sigmoid_tanh"), path, max_examples=1)
+    gpu = check_named(report, "GPU path (stand-in device)")
+    assert not gpu.passed and any("x.xp" in h for h in gpu.hints)
+    assert check_named(report, "Tanh forward").passed  # it works on the CPU
+
+
+def test_float64_constant_fails_the_float32_check(tmp_path):
+    source = solution("sigmoid_tanh").replace("x.xp.tanh(0.5 * x.data)", "x.xp.tanh(x.xp.float64(0.5) * x.data)")
+    path = tmp_path / "sigmoid_tanh.py"
+    path.write_text(source)
+    check = check_named(check_file(get("sigmoid_tanh"), path, max_examples=1), "Sigmoid forward")
+    assert not check.passed and "float32" in check.summary
+
+
+def test_a_student_error_names_the_line_of_the_student_file(tmp_path):
+    path = with_mistake(tmp_path, "sigmoid_tanh", "return grad * (1.0 - y * y)", "return grad * (1.0 - y * z)")
+    check = check_named(check_file(get("sigmoid_tanh"), path, max_examples=1), "Tanh gradient shapes")
+    assert not check.passed
+    assert "NameError" in check.summary and "your file, line" in check.summary and "y * z" in check.summary
+
+
+def test_broken_and_incomplete_files_fail_cleanly(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def f(:\n")
+    report = check_file(get("rope"), broken)
+    assert not report.passed and "could not be imported" in report.checks[0].summary
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    report = check_file(get("rope"), empty)
+    assert not report.passed and "Rope" in report.checks[0].summary
+    assert not check_file(get("rope"), tmp_path / "missing.py").passed
+
+
+# ------------------------------------------------------------------------------ the CLI
+def test_cli_list_names_every_exercise(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in EXERCISES:
+        assert name in out
+    assert len(EXERCISES) == 10
+
+
+def test_cli_start_never_overwrites_without_force(tmp_path, capsys):
+    assert main(["start", "rope", str(tmp_path / "work")]) == 0
+    path = tmp_path / "work" / "rope.py"
+    path.write_text("my work")
+    assert main(["start", "rope", str(tmp_path / "work")]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert path.read_text() == "my work"
+    assert main(["start", "rope", str(tmp_path / "work"), "--force"]) == 0
+    assert path.read_text() == get("rope").TEMPLATE
+
+
+def test_cli_check_exit_status_and_json(tmp_path, capsys):
+    good = SOLUTIONS / "vae.py"
+    assert main(["check", "vae", str(good), "--examples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and "FAIL" not in out
+    bad = with_mistake(tmp_path, "vae", "grad_mu = g * mu", "grad_mu = -g * mu")
+    assert main(["check", "vae", str(bad), "--examples", "1", "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["exercise"] == "vae" and result["passed"] is False
+    assert result["score"] < result["total"] == len(result["checks"])
+    failed = [c for c in result["checks"] if not c["passed"]]
+    assert failed[0]["name"] == "KLDivergence gradcheck" and failed[0]["hints"]
+
+
+def test_cli_unknown_exercise(capsys):
+    assert main(["start", "no_such_thing", "."]) == 2
+    assert "rope" in capsys.readouterr().err
