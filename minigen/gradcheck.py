@@ -115,7 +115,8 @@ class _Objective:
             backend._generators.update(saved_generators)
 
     def value(self) -> float:
-        with autograd.no_grad():
+        # Grad stays enabled: fn may itself call mg.grad (a gradient penalty, gradgradcheck).
+        with autograd.enable_grad():
             outs = self.outputs()
         if self.upstream is None:
             self.upstream = _upstream(outs, self.seed)

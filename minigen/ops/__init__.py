@@ -1,6 +1,7 @@
 """Differentiable primitives. Each ``Function`` keeps its forward and backward together.
 
-Reading order: arithmetic, elementwise, reduction, matmul, shape, indexing, join, transfer.
-The neural-network ops (convolution, pooling, normalisation, attention...) live in
-``minigen/nn``'s functional modules and are built the same way.
+Reading order: the engine's primitives (arithmetic, elementwise, reduction, matmul,
+shape, indexing, join, transfer), then the neural-network ops that
+``minigen.nn.functional`` gathers under PyTorch's names (linear, activation, loss,
+normalization, dropout, embedding, conv, pool, resize, attention, rope).
 """

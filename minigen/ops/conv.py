@@ -50,7 +50,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from minigen.autograd import Function
+from minigen.autograd import Function, is_grad_enabled
 from minigen.backend import device_of, xp_of
 from minigen.tensor import Tensor
 
@@ -168,19 +168,57 @@ def _cols_chunks(x: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tup
 
 
 # -------------------------------------------------------------- array-level kernels
-def _conv2d_array(x: Any, w: Any, stride: tuple, pad: tuple, dilation: tuple, groups: int, out_hw: tuple) -> Any:
-    """Y = W_mat · cols per group and batch chunk: one wide matrix product each."""
+def _conv_and_weight_grad(
+    x: Any,
+    w: Any,
+    g: Any,
+    kernel: tuple,
+    stride: tuple,
+    pad: tuple,
+    dilation: tuple,
+    groups: int,
+    out_hw: tuple,
+) -> tuple[Any, Any]:
+    """One pass over the im2col matrix of x, chunk by chunk, computing what is asked for:
+
+    * y = conv2d(x, W) when ``w`` is given:  Y = W_mat · cols (per group), and
+    * ∂L/∂W = Σ_n g_n · cols_nᵀ when ``g`` is given: the batch is folded into the
+      contraction, (C_out/G × b·L) · (b·L × K) per chunk.
+
+    Each is one wide matrix product per chunk. Returns (y or None, dW or None).
+    """
     xp = xp_of(x)
-    c_out, c_group, kh, kw = w.shape
-    k = c_group * kh * kw
-    y = xp.empty((x.shape[0], c_out, *out_hw), dtype=x.dtype)
-    w_mat = w.reshape(groups, c_out // groups, k)
-    for start, stop, cols in _cols_chunks(x, (kh, kw), stride, pad, dilation, out_hw):
+    n, c_in = x.shape[:2]
+    k = (c_in // groups) * kernel[0] * kernel[1]
+    pixels = out_hw[0] * out_hw[1]
+    y = dw = None
+    if w is not None:
+        y = xp.empty((n, w.shape[0], *out_hw), dtype=x.dtype)
+        w_mat = w.reshape(groups, w.shape[0] // groups, k)
+    for start, stop, cols in _cols_chunks(x, kernel, stride, pad, dilation, out_hw):
         b = stop - start
-        # (G, C_out/G, K) @ (G, K, b·L) -> (C_out, b, H_out, W_out), then batch-first.
-        product = xp.matmul(w_mat, cols.reshape(groups, k, b * out_hw[0] * out_hw[1]))
-        y[start:stop] = product.reshape(c_out, b, *out_hw).transpose(1, 0, 2, 3)
-    return y
+        cols = cols.reshape(groups, k, b * pixels)
+        if w is not None:  # (G, C_out/G, K) @ (G, K, b·L) -> (C_out, b, H_out, W_out), then batch-first
+            product = xp.matmul(w_mat, cols)
+            y[start:stop] = product.reshape(w.shape[0], b, *out_hw).transpose(1, 0, 2, 3)
+        if g is not None:  # (G, C_out/G, b·L) @ (G, b·L, K)
+            c_out = g.shape[1]
+            g_t = (
+                g[start:stop].reshape(b, c_out, pixels).transpose(1, 0, 2).reshape(groups, c_out // groups, b * pixels)
+            )
+            part = xp.matmul(g_t, cols.swapaxes(-1, -2))
+            if dw is None:
+                dw = part
+            else:
+                dw += part
+    if dw is not None:
+        dw = dw.reshape(g.shape[1], c_in // groups, *kernel)
+    return y, dw
+
+
+def _conv2d_array(x: Any, w: Any, stride: tuple, pad: tuple, dilation: tuple, groups: int, out_hw: tuple) -> Any:
+    """y = conv2d(x, W) with explicit padding-before and output size."""
+    return _conv_and_weight_grad(x, w, None, w.shape[2:], stride, pad, dilation, groups, out_hw)[0]
 
 
 def _conv_transpose2d_array(
@@ -214,26 +252,8 @@ def _conv_transpose2d_array(
 
 
 def _weight_grad_array(x: Any, g: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, groups: int) -> Any:
-    """∂L/∂W = Σ_n g_n · cols_nᵀ per group, shape (C_out, C_in/G, k_H, k_W).
-
-    The batch is folded into the contraction, (C_out/G, b·L) @ (b·L, K) per chunk, so
-    each chunk is one wide matrix product.
-    """
-    xp = xp_of(x)
-    c_in = x.shape[1]
-    c_out, h_out, w_out = g.shape[1:]
-    pixels = h_out * w_out
-    k = (c_in // groups) * kernel[0] * kernel[1]
-    dw = None
-    for start, stop, cols in _cols_chunks(x, kernel, stride, pad, dilation, (h_out, w_out)):
-        b = stop - start
-        g_t = g[start:stop].reshape(b, c_out, pixels).transpose(1, 0, 2).reshape(groups, c_out // groups, b * pixels)
-        part = xp.matmul(g_t, cols.reshape(groups, k, b * pixels).swapaxes(-1, -2))
-        if dw is None:
-            dw = part
-        else:
-            dw += part
-    return dw.reshape(c_out, c_in // groups, *kernel)
+    """∂L/∂W = Σ_n g_n · cols_nᵀ per group, shape (C_out, C_in/G, k_H, k_W)."""
+    return _conv_and_weight_grad(x, None, g, kernel, stride, pad, dilation, groups, g.shape[2:])[1]
 
 
 # ----------------------------------------------------------------------- Functions
@@ -306,8 +326,16 @@ class ConvTranspose2d(Function):
         x, w = self.saved
         need = self.needs_grad
         geometry = dict(stride=self.stride, pad=self.pad, dilation=self.dilation, groups=self.groups)
-        grad_x = Conv2d.apply(grad, w, out_hw=x.shape[2:], **geometry) if need[0] else None
-        grad_w = Conv2dWeightGrad.apply(grad, x, kernel=w.shape[2:], **geometry) if need[1] else None
+        if need[0] and need[1] and not is_grad_enabled():
+            # No graph to record (create_graph=False): both gradients read the im2col
+            # matrix of g, so compute them from one pass over it.
+            grad_x, grad_w = _conv_and_weight_grad(
+                grad.data, w.data, x.data, w.shape[2:], out_hw=x.shape[2:], **geometry
+            )
+            grad_x, grad_w = Tensor(grad_x), Tensor(grad_w)
+        else:
+            grad_x = Conv2d.apply(grad, w, out_hw=x.shape[2:], **geometry) if need[0] else None
+            grad_w = Conv2dWeightGrad.apply(grad, x, kernel=w.shape[2:], **geometry) if need[1] else None
         if len(need) == 2:
             return grad_x, grad_w
         return grad_x, grad_w, grad.sum(dim=(0, 2, 3)) if need[2] else None
