@@ -26,7 +26,7 @@ from minigen.utils import heatmap, line_plot, save_image_grid
 
 
 def extra_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--size", type=int, default=16, choices=[8, 16, 28], help="digit image size")
     parser.add_argument("--save", default=None, help="write the trained weights to this .npz file")
     parser.add_argument("--load", default=None, help="load weights from this .npz file instead of training")

@@ -222,6 +222,13 @@ def _hints(analytical: np.ndarray, numerical: np.ndarray, bad: np.ndarray, atol:
     return hints
 
 
+def _ids_to_check(inputs: Sequence[Any]) -> set[int]:
+    """The inputs to check: those with requires_grad, or else every floating-point tensor."""
+    tensors = [x for x in inputs if isinstance(x, Tensor)]
+    flagged = [x for x in tensors if x.requires_grad]
+    return {id(x) for x in (flagged or [x for x in tensors if x.dtype.kind == "f"])}
+
+
 def _format_index(flat_index: int, shape: tuple[int, ...]) -> str:
     return str(tuple(int(i) for i in np.unravel_index(flat_index, shape))) if shape else "()"
 
@@ -255,9 +262,7 @@ def gradcheck(
     Returns a ``GradcheckResult``; raises ``GradcheckError`` with the report on failure
     unless ``raise_exception=False``.
     """
-    tensor_inputs = [x for x in inputs if isinstance(x, Tensor)]
-    flagged = [x for x in tensor_inputs if x.requires_grad]
-    to_check_ids = {id(x) for x in (flagged or [x for x in tensor_inputs if x.dtype.kind == "f"])}
+    to_check_ids = _ids_to_check(inputs)
 
     args: list[Any] = []
     checked: list[Tensor] = []
@@ -478,9 +483,7 @@ def gradgradcheck(
     verbose: bool = False,
 ) -> GradcheckResult:
     """Check second derivatives: gradcheck of x ↦ ∂⟨v, fn(x)⟩/∂x, built with ``create_graph=True``."""
-    tensor_inputs = [x for x in inputs if isinstance(x, Tensor)]
-    flagged = [x for x in tensor_inputs if x.requires_grad]
-    to_check = {id(x) for x in (flagged or [x for x in tensor_inputs if x.dtype.kind == "f"])}
+    to_check = _ids_to_check(inputs)
     positions = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and id(x) in to_check]
     state: dict[str, Any] = {}
 
