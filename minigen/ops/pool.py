@@ -81,16 +81,21 @@ class MaxPool2d(Function):
         self.geometry = geometry
         n, c = x.shape[:2]
         best = xp.full((n, c, *geometry.out_hw), -xp.inf, dtype=x.dtype)
-        # Which offset t won each window; int16 holds any sensible kernel size.
-        argmax = xp.zeros((n, c, *geometry.out_hw), dtype=xp.int16)
-        for t, out_slice, in_slice in geometry.offsets():
-            candidate = x.data[in_slice]
+        offsets = list(geometry.offsets())
+        # The maximum first: one pass per offset (maximum propagates NaN, like PyTorch).
+        for _, out_slice, in_slice in offsets:
             current = best[out_slice]
-            # Strictly greater: on ties the earlier offset keeps the maximum (first wins).
-            # A NaN always takes over, so it propagates like in PyTorch.
-            wins = (candidate > current) | (candidate != candidate)
-            xp.copyto(current, candidate, where=wins)
-            xp.copyto(argmax[out_slice], t, where=wins)
+            xp.maximum(current, x.data[in_slice], out=current)
+        # Then which offset t won each window (int16 holds any sensible kernel size). Going
+        # through the offsets backwards, each match overwrites: on ties the first one wins.
+        # The select is arithmetic, argmax += (t − argmax)·hit, because xp.where and
+        # copyto(where=) with a random mask are ~15× slower than a multiply on a CPU.
+        argmax = xp.full((n, c, *geometry.out_hw), offsets[-1][0], dtype=xp.int16)
+        for t, out_slice, in_slice in reversed(offsets[:-1]):
+            candidate = x.data[in_slice]
+            hit = (candidate == best[out_slice]) | (candidate != candidate)  # a NaN is the maximum
+            chosen = argmax[out_slice]
+            chosen -= (chosen - t) * hit
         self.saved = argmax
         if argmax_out is not None:  # max_pool2d(..., return_indices=True) wants it too
             argmax_out.append(argmax)
@@ -113,8 +118,14 @@ class MaxPool2dScatter(Function):
         xp = g.xp
         self.argmax, self.geometry = argmax, geometry
         dx = xp.zeros((*g.shape[:2], *geometry.in_hw), dtype=g.dtype)
+        # Windows that do not overlap (stride ≥ window) share no input element: assign, not add.
+        disjoint = all(s >= d * (k - 1) + 1 for s, d, k in zip(geometry.stride, geometry.dilation, geometry.kernel))
         for t, out_slice, in_slice in geometry.offsets():
-            dx[in_slice] += xp.where(argmax[out_slice] == t, g.data[out_slice], 0)
+            routed = g.data[out_slice] * (argmax[out_slice] == t)  # a multiply: much faster than xp.where
+            if disjoint:
+                dx[in_slice] = routed
+            else:
+                dx[in_slice] += routed
         return dx
 
     def backward(self, grad: Tensor):
