@@ -1,14 +1,16 @@
 """minigen vs PyTorch, side by side in one process, on the same float32 data.
 
-    python benchmarks/run.py                 # full CPU suite, markdown table + JSON
-    python benchmarks/run.py --quick         # a smaller, faster pass (CI runs this)
-    python benchmarks/run.py --only conv     # rows whose name contains "conv"
-    python benchmarks/run.py --device cuda   # on the GPU (synchronised timings)
+    python benchmarks/run.py                          # full CPU suite, markdown table + JSON
+    python benchmarks/run.py --quick                  # a smaller, faster pass (CI runs this)
+    python benchmarks/run.py --only conv              # rows whose name contains "conv"
+    python benchmarks/run.py --threads 1 --clock cpu  # steady ratios on a busy machine
+    python benchmarks/run.py --device cuda            # on the GPU (synchronised timings)
 
 Method: each case builds the same inputs for both libraries, checks that the results
-agree (allclose, so a fast wrong answer cannot pass), runs a warm-up, then takes the
-best of several timed repeats. PyTorch uses as many threads as NumPy's BLAS. GEMM-bound
-rows also report the share of NumPy's large-GEMM peak measured in the same run.
+agree (so a fast wrong answer cannot pass), then times each library in turn: one
+warm-up call, then the best of several timed calls. PyTorch uses as many threads as
+NumPy's BLAS. GEMM-bound rows also report the share of NumPy's large-GEMM peak
+measured in the same run. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ except ImportError:  # PyTorch is optional: its columns are left empty
     torch = None
 
 
+def limit_threads(threads: int) -> None:
+    """Use ``threads`` threads in NumPy's BLAS (and so in the GEMM peak) and in PyTorch."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
 def blas_threads() -> int:
     try:
         from threadpoolctl import threadpool_info
@@ -54,19 +65,41 @@ def synchronize(device: str) -> None:
             torch.cuda.synchronize()
 
 
-def best_time(fn: Callable[[], object], device: str, repeats: int, min_seconds: float) -> float:
-    """Best wall time of ``fn`` over ``repeats`` runs (after one warm-up), in seconds."""
-    fn()
-    synchronize(device)
-    best = float("inf")
-    started = time.perf_counter()
-    for i in range(repeats):
-        t0 = time.perf_counter()
+def best_time(fn: Callable[[], object], device: str, repeats: int, max_seconds: float) -> float:
+    """Best wall time of ``fn`` over up to ``repeats`` runs (after one warm-up), in seconds."""
+    return best_times([fn], device, repeats, max_seconds)[0]
+
+
+# The clock the timed calls are measured with: wall time by default; with ``--clock cpu``
+# the CPU time of this thread, which leaves out the time the process waits while other
+# processes run (on a busy machine that wait dominates any call longer than a few ms).
+# It counts all the work only when both libraries compute on this one thread (--threads 1).
+clock = time.perf_counter
+
+
+def best_times(fns: list[Callable[[], object]], device: str, repeats: int, max_seconds: float) -> list[float]:
+    """Best wall time of each of ``fns`` in seconds, one function after the other.
+
+    Each function gets its own warm-up call, then up to ``repeats`` timed calls (at least
+    3, and no more once ``max_seconds`` have passed). The functions are timed in blocks,
+    not in alternation: after a call, NumPy's BLAS and PyTorch's OpenMP threads keep
+    spinning for a while, and the other library's next call would pay for that. The
+    warm-up call absorbs it.
+    """
+    best = []
+    for fn in fns:
         fn()
         synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-        if i >= 2 and time.perf_counter() - started > min_seconds:
-            break
+        fastest = float("inf")
+        started = time.perf_counter()
+        for i in range(repeats):
+            t0 = clock()
+            fn()
+            synchronize(device)
+            fastest = min(fastest, clock() - t0)
+            if i >= 2 and time.perf_counter() - started > max_seconds:
+                break
+        best.append(fastest)
     return best
 
 
@@ -74,24 +107,29 @@ def gemm_peak_flops(device: str, n: int = 2048) -> float:
     """FLOP/s of one large float32 GEMM in the array library itself (the hardware limit here)."""
     xp = mg.backend.xp_for(device)
     a = xp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
-    seconds = best_time(lambda: a @ a, device, repeats=5, min_seconds=2.0)
+    seconds = best_time(lambda: a @ a, device, repeats=5, max_seconds=2.0)
     return 2 * n**3 / seconds
 
 
 def run_case(case: Case, device: str, quick: bool) -> dict:
     row: dict = {"case": case.name, "level": case.level}
     mine, theirs, check = case.build(device, quick)
-    repeats = 5 if quick else 15
+    repeats = case.repeats[1 if quick else 0] if case.repeats else (5 if quick else 15)
+    max_seconds = 1.0 if quick else 5.0
     if check is not None:
         check()
-    row["minigen_ms"] = best_time(mine, device, repeats, 1.0 if quick else 3.0) * 1e3
+    fns = [mine] if theirs is None else [mine, theirs]
+    times = best_times(fns, device, repeats, max_seconds)
+    row["minigen_ms"] = times[0] * 1e3
     if theirs is not None:
-        row["torch_ms"] = best_time(theirs, device, repeats, 1.0 if quick else 3.0) * 1e3
+        row["torch_ms"] = times[1] * 1e3
         row["ratio"] = row["minigen_ms"] / row["torch_ms"]
     if case.flops is not None:
         row["gflops"] = case.flops(quick) / (row["minigen_ms"] / 1e3) / 1e9
     if case.target is not None:
         row["target"] = case.target
+        if "ratio" in row:
+            row["met"] = row["ratio"] <= case.target_ratio
     return row
 
 
@@ -101,10 +139,16 @@ def markdown(rows: list[dict], peak: float) -> str:
         "|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['case']} | FAILED: {r['error']} | | | | |")
+            continue
         torch_ms = f"{r['torch_ms']:.3f}" if "torch_ms" in r else "—"
         ratio = f"{r['ratio']:.2f}×" if "ratio" in r else "—"
         peak_share = f"{100 * r['gflops'] * 1e9 / peak:.0f}%" if "gflops" in r else ""
-        lines.append(f"| {r['case']} | {r['minigen_ms']:.3f} | {torch_ms} | {ratio} | {peak_share} | {r.get('target', '')} |")
+        target = r.get("target", "")
+        if "met" in r:
+            target += " ✓" if r["met"] else " ✗"
+        lines.append(f"| {r['case']} | {r['minigen_ms']:.3f} | {torch_ms} | {ratio} | {peak_share} | {target} |")
     return "\n".join(lines)
 
 
@@ -114,39 +158,89 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (under 2 minutes)")
     parser.add_argument("--only", default=None, help="run only cases whose name contains this text")
     parser.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for both libraries (default: as many as NumPy's BLAS uses); on a busy machine "
+        "--threads 1 gives steadier ratios",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="time with the wall clock (default) or this thread's CPU time (needs --threads 1; "
+        "for busy machines, where waiting for the CPU would dominate the wall time)",
+    )
     args = parser.parse_args(argv)
 
+    global clock
+    if args.clock == "cpu":
+        if args.threads != 1 or args.device != "cpu":
+            parser.error("--clock cpu needs --threads 1 and --device cpu: it counts the calling thread's CPU time only")
+        clock = time.thread_time
+    if args.threads is not None:
+        limit_threads(args.threads)
+    if torch is not None:  # true float32 on both sides: PyTorch's cuDNN would otherwise use TF32 on a GPU
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     threads = blas_threads()
     if torch is not None:
         torch.set_num_threads(threads)
     mg.manual_seed(0)
     peak = gemm_peak_flops(args.device, n=1024 if args.quick else 2048)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} BLAS threads"
+    machine += f", {args.clock} clock"
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"# minigen benchmarks on {args.device} ({machine})")
-    print(f"NumPy/CuPy float32 GEMM peak: {peak / 1e9:.1f} GFLOP/s; PyTorch: {torch.__version__ if torch else 'not installed'}\n")
+    if load is not None:  # other processes on the machine make every timing noisier
+        print(f"Load average before the run (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        if load[0] > (os.cpu_count() or 1) and args.clock == "wall":
+            print(
+                "Warning: the machine is busier than it has cores; wall-clock ratios will be noisy "
+                "(try --threads 1 --clock cpu)"
+            )
+    torch_version = torch.__version__ if torch else "not installed"
+    print(f"NumPy/CuPy float32 GEMM peak: {peak / 1e9:.1f} GFLOP/s; PyTorch: {torch_version}\n")
 
     rows = []
     for case in CASES:
         if args.only and args.only not in case.name:
             continue
+        started = time.perf_counter()
         try:
             row = run_case(case, args.device, args.quick)
+            row["seconds"] = time.perf_counter() - started
         except Exception as error:  # a broken case must not hide the others
             row = {"case": case.name, "level": case.level, "error": f"{type(error).__name__}: {error}"}
             print(f"  {case.name}: FAILED: {row['error']}", file=sys.stderr)
             rows.append(row)
             continue
         rows.append(row)
-        ratio = f"{row['ratio']:.2f}x" if "ratio" in row else "-"
-        print(f"  {case.name}: {row['minigen_ms']:.3f} ms (ratio {ratio})", file=sys.stderr)
+        theirs = f", PyTorch {row['torch_ms']:.3f} ms, ratio {row['ratio']:.2f}x" if "ratio" in row else ""
+        print(f"  {case.name}: minigen {row['minigen_ms']:.3f} ms{theirs} [{row['seconds']:.1f} s]", file=sys.stderr)
 
-    good = [r for r in rows if "error" not in r]
-    print(markdown(good, peak))
+    print(markdown(rows, peak))
+    if load is not None:
+        after = os.getloadavg()
+        print(f"\nLoad average after the run (1/5/15 min): {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{args.device.replace(':', '_')}{'_quick' if args.quick else ''}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"device": args.device, "machine": machine, "gemm_peak_gflops": peak / 1e9, "rows": rows}, indent=2))
+    tmp.write_text(
+        json.dumps(
+            {
+                "device": args.device,
+                "quick": args.quick,
+                "machine": machine,
+                "load_average": load,
+                "gemm_peak_gflops": peak / 1e9,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     os.replace(tmp, path)
     print(f"\nresults written to {path}")
     return 1 if any("error" in r for r in rows) else 0

@@ -26,6 +26,7 @@ from typing import Any
 from minigen import backend
 from minigen.autograd import Function, is_grad_enabled
 from minigen.ops.elementwise import where
+from minigen.ops.normalization import sum_of_products
 from minigen.ops.reduction import normalize_dims
 from minigen.tensor import Tensor
 
@@ -198,7 +199,8 @@ class Gelu(Function):
             return grad * (NormalCDF.apply(x) + x * _pdf(x))
         slope = x.data * pdf
         slope += cdf
-        return grad * Tensor(slope)
+        slope *= grad.data
+        return Tensor(slope)
 
 
 _TANH_C = math.sqrt(2.0 / math.pi)
@@ -239,7 +241,8 @@ class GeluTanh(Function):
         slope *= 1.0 - t * t
         slope += 0.5 * t
         slope += 0.5
-        return grad * Tensor(slope)
+        slope *= grad.data
+        return Tensor(slope)
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
@@ -340,8 +343,13 @@ class Softmax(Function):
 
     def backward(self, grad: Tensor):
         s = self.output_tensor(self.saved)
-        gs = grad * s
-        return gs - s * gs.sum(dim=self.dims, keepdim=True)
+        if is_grad_enabled():  # create_graph: in minigen ops, so that s stays a function of x
+            gs = grad * s
+            return gs - s * gs.sum(dim=self.dims, keepdim=True)
+        # The same formula as s ⊙ (g − Σⱼ gⱼsⱼ), in place on raw arrays: three passes, one new array.
+        dx = grad.data - sum_of_products(grad.data, s.data, self.dims)
+        dx *= s.data
+        return Tensor(dx)
 
 
 class LogSoftmax(Function):

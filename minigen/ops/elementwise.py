@@ -104,7 +104,8 @@ class Sigmoid(Function):
     def forward(self, x: Tensor):
         xp = x.xp
         e = xp.exp(-xp.abs(x.data))
-        y = xp.where(x.data >= 0, 1.0, e) / (1.0 + e)
+        y = 1.0 / (1.0 + e)
+        y *= (e - 1.0) * (x.data < 0) + 1.0  # × e where x < 0 (a multiply: faster than where)
         self.saved = y
         return y
 

@@ -1,0 +1,536 @@
+"""PyTorch twins of minigen's demo models, for the side-by-side benchmarks.
+
+Each twin mirrors its minigen model layer for layer, with the same attribute names, so
+both ``state_dict``s have the same keys. ``copy_weights`` copies minigen's weights into
+the twin by name and fails loudly on any missing, extra or differently shaped entry: if
+a minigen model changes, its twin must change with it (the benchmark's check says so
+before anything is timed).
+
+Only what the benchmarks run is mirrored (training-mode forward passes); sampling and
+plotting helpers are not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# ------------------------------------------------------------------ copying weights
+def copy_weights(source, twin: nn.Module) -> nn.Module:
+    """Copy every entry of the minigen module ``source``'s state_dict into ``twin``, by name.
+
+    Parameters and buffers (batch-norm running statistics) alike; the twin keeps its own
+    device and dtype. Returns ``twin``.
+    """
+    theirs = source.state_dict()
+    ours = twin.state_dict(keep_vars=True)
+    missing, extra = sorted(set(theirs) - set(ours)), sorted(set(ours) - set(theirs))
+    if missing or extra:
+        raise KeyError(
+            f"{type(twin).__name__}: the twin does not mirror {type(source).__name__}: "
+            f"only in minigen: {missing}; only in the twin: {extra}"
+        )
+    with torch.no_grad():
+        for name, value in theirs.items():
+            array = value.numpy()
+            target = ours[name]
+            if tuple(target.shape) != array.shape:
+                raise ValueError(f"{name}: minigen shape {array.shape}, twin shape {tuple(target.shape)}")
+            target.copy_(torch.from_numpy(np.array(array, order="C")))
+    return twin
+
+
+# ---------------------------------------------------------------------------- LeNet
+class LeNet(nn.Module):
+    """minigen.models.cnn.LeNet."""
+
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, widths: tuple[int, int] = (16, 32)
+    ) -> None:
+        super().__init__()
+        c1, c2 = widths
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, kernel_size=5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, kernel_size=5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        flat = c2 * (image_size // 4) ** 2
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(flat, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+# ------------------------------------------------------------------ transformer parts
+def rope_adjacent(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """minigen's RoPE: rotate the ADJACENT pairs (x₁, x₂), (x₃, x₄), … (not rotate-half)."""
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+
+
+def rope_cos_sin(length: int, dim: int, base: float = 10000.0, device=None, dtype=torch.float32):
+    """cos(mθ_i), sin(mθ_i) for m = 0..length−1, θ_i = base^(−2(i−1)/d), computed in float64."""
+    theta = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    angles = torch.arange(length, dtype=torch.float64)[:, None] * theta
+    return angles.cos().to(device=device, dtype=dtype), angles.sin().to(device=device, dtype=dtype)
+
+
+class TransformerBlock(nn.Module):
+    """minigen.nn.transformer.TransformerBlock (pre-LayerNorm, fused qkv, GELU MLP)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        mlp_ratio: float = 4,
+        dropout: float = 0.0,
+        causal: bool = False,
+        rope: bool = False,
+    ) -> None:
+        super().__init__()
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.causal, self.dropout_p, self.rope = causal, dropout, rope
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        hidden = int(mlp_ratio * d_model)
+        self.fc1 = nn.Linear(d_model, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, d = x.shape
+        h, d_k = self.n_heads, self.head_dim
+        q, k, v = self.qkv(x).split(d, dim=-1)
+        q = q.reshape(B, T, h, d_k).transpose(1, 2)
+        k = k.reshape(B, T, h, d_k).transpose(1, 2)
+        v = v.reshape(B, T, h, d_k).transpose(1, 2)
+        if self.rope:
+            cos, sin = rope_cos_sin(T, d_k, device=x.device, dtype=x.dtype)
+            q, k = rope_adjacent(q, cos, sin), rope_adjacent(k, cos, sin)
+        dropout_p = self.dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, dropout_p=dropout_p)
+        return self.proj(out.transpose(1, 2).reshape(B, T, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attention(self.ln1(x)))
+        return x + self.drop(self.fc2(self.act(self.fc1(self.ln2(x)))))
+
+
+# ------------------------------------------------------------------------------ ViT
+class PatchEmbedding(nn.Module):
+    """minigen.models.vit.PatchEmbedding: a Conv2d with kernel = stride = P."""
+
+    def __init__(self, image_size: int, patch_size: int, in_channels: int, d_model: int) -> None:
+        super().__init__()
+        self.num_patches = (image_size // patch_size) ** 2
+        self.proj = nn.Conv2d(in_channels, d_model, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(images).flatten(2).transpose(1, 2)
+
+
+class ViT(nn.Module):
+    """minigen.models.vit.ViT."""
+
+    def __init__(
+        self,
+        image_size: int = 16,
+        patch_size: int = 4,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        d_model: int = 64,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        mlp_ratio: float = 2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.patch_embed = PatchEmbedding(image_size, patch_size, in_channels, d_model)
+        n_tokens = self.patch_embed.num_patches + 1
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model))
+        self.pos_embed = nn.Parameter(torch.zeros(1, n_tokens, d_model))
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d_model, n_heads, mlp_ratio, dropout, causal=False) for _ in range(n_layers)
+        )
+        self.ln = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        patches = self.patch_embed(images)
+        cls = self.cls_token.expand(patches.shape[0], 1, self.cls_token.shape[-1])
+        x = self.drop(torch.cat([cls, patches], dim=1) + self.pos_embed)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln(x)[:, 0])
+
+
+# ------------------------------------------------------------------------------ GPT
+class GPT(nn.Module):
+    """minigen.models.gpt.GPT (tied input/output embedding)."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        d_model: int = 128,
+        mlp_ratio: float = 4,
+        dropout: float = 0.0,
+        positions: str = "learned",
+    ) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.wte = nn.Embedding(vocab_size, d_model)
+        self.wpe = nn.Embedding(block_size, d_model) if positions == "learned" else None
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d_model, n_heads, mlp_ratio, dropout, causal=True, rope=positions == "rope")
+            for _ in range(n_layers)
+        )
+        self.ln_f = nn.LayerNorm(d_model)
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(idx.shape[1], device=idx.device))
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self(idx)
+        return F.cross_entropy(logits.reshape(-1, self.vocab_size), targets.reshape(-1))
+
+
+# ---------------------------------------------------------------------------- DCGAN
+def _upsampling_stages(image_size: int, max_stages: int = 2) -> int:
+    stages = 0
+    while stages < max_stages and image_size % (2 ** (stages + 1)) == 0:
+        stages += 1
+    return stages
+
+
+class LabelChannel(nn.Module):
+    """minigen.models.gan.LabelChannel: the label as a learned extra channel."""
+
+    def __init__(self, num_classes: int, height: int, width: int) -> None:
+        super().__init__()
+        self.height, self.width = height, width
+        self.embedding = nn.Embedding(num_classes, height * width)
+
+    def forward(self, h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        label_map = self.embedding(labels).reshape(labels.shape[0], 1, self.height, self.width)
+        return torch.cat([h, label_map], dim=1)
+
+
+class DCGANGenerator(nn.Module):
+    """minigen.models.gan.DCGANGenerator."""
+
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        channels: int = 1,
+        image_size: int = 16,
+        base_channels: int = 64,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        stages = _upsampling_stages(image_size)
+        self.start_size = image_size // 2**stages
+        widths = [base_channels * 2 ** (stages - 1 - i) for i in range(stages)]
+        self.start_channels = widths[0]
+        self.project = nn.Linear(latent_dim, widths[0] * self.start_size**2)
+        self.project_norm = nn.BatchNorm2d(widths[0])
+        self.label_channel = LabelChannel(num_classes, self.start_size, self.start_size) if num_classes else None
+        layers: list[nn.Module] = []
+        fan_in = widths[0] + (1 if num_classes else 0)
+        for width in widths[1:]:
+            layers += [nn.ConvTranspose2d(fan_in, width, 4, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+            fan_in = width
+        layers.append(nn.ConvTranspose2d(fan_in, channels, 4, stride=2, padding=1))
+        self.upsample = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.project(z).reshape(z.shape[0], self.start_channels, self.start_size, self.start_size)
+        h = self.project_norm(h).relu()
+        if self.label_channel is not None:
+            h = self.label_channel(h, labels)
+        return self.upsample(h).tanh()
+
+
+class DCGANDiscriminator(nn.Module):
+    """minigen.models.gan.DCGANDiscriminator."""
+
+    def __init__(
+        self,
+        channels: int = 1,
+        image_size: int = 16,
+        base_channels: int = 64,
+        num_classes: int | None = None,
+        patch: bool = False,
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        stages = _upsampling_stages(image_size)
+        self.patch = patch
+        self.label_channel = LabelChannel(num_classes, image_size, image_size) if num_classes else None
+        fan_in = channels + (1 if num_classes else 0)
+        layers: list[nn.Module] = []
+        for i in range(stages):
+            width = base_channels * 2**i
+            layers.append(nn.Conv2d(fan_in, width, 4, stride=2, padding=1))
+            if i > 0 and norm == "batch":
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.LeakyReLU(0.2))
+            fan_in = width
+        self.features = nn.Sequential(*layers)
+        final_size = image_size // 2**stages
+        self.head = nn.Conv2d(fan_in, 1, 3, stride=1, padding=1) if patch else nn.Linear(fan_in * final_size**2, 1)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.label_channel is not None:
+            x = self.label_channel(x, labels)
+        h = self.features(x)
+        if self.patch:
+            return self.head(h)
+        return self.head(h.reshape(h.shape[0], -1)).reshape(h.shape[0])
+
+
+def gan_training_step(generator, discriminator, opt_g, opt_d, real, z_d, z_g, labels) -> dict[str, torch.Tensor]:
+    """minigen.models.gan.discriminator_step then generator_step (non-saturating loss)."""
+    bce = F.binary_cross_entropy_with_logits
+    with torch.no_grad():
+        fake = generator(z_d, labels)
+    real_logits = discriminator(real, labels)
+    fake_logits = discriminator(fake, labels)
+    d_loss = bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
+    stats = {"D(x)": real_logits.detach().sigmoid().mean(), "D(G(z))": fake_logits.detach().sigmoid().mean()}
+    opt_d.zero_grad()
+    d_loss.backward()
+    opt_d.step()
+    stats["d_loss"] = d_loss.detach()
+    discriminator.requires_grad_(False)
+    try:
+        fake_logits = discriminator(generator(z_g, labels), labels)
+        g_loss = bce(fake_logits, torch.ones_like(fake_logits))
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+    finally:
+        discriminator.requires_grad_(True)
+    stats["g_loss"] = g_loss.detach()
+    return stats
+
+
+# ------------------------------------------------------------------------------ VAE
+class ConvVAE(nn.Module):
+    """minigen.models.vae.ConvVAE."""
+
+    def __init__(self, channels: int = 1, image_size: int = 16, latent_dim: int = 8, base_channels: int = 32):
+        super().__init__()
+        self.base_channels = base_channels
+        self.small = image_size // 4
+        flat = 2 * base_channels * self.small**2
+        self.encoder = nn.Sequential(
+            nn.Conv2d(channels, base_channels, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(base_channels, 2 * base_channels, 4, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        self.to_mu = nn.Linear(flat, latent_dim)
+        self.to_logvar = nn.Linear(flat, latent_dim)
+        self.from_z = nn.Linear(latent_dim, flat)
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(2 * base_channels, base_channels, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(base_channels, channels, 4, stride=2, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor):
+        h = self.encoder(x).reshape(x.shape[0], -1)
+        mu, logvar = self.to_mu(h), self.to_logvar(h)
+        z = mu + (0.5 * logvar).exp() * eps
+        h = self.from_z(z).relu().reshape(z.shape[0], 2 * self.base_channels, self.small, self.small)
+        return self.decoder(h), mu, logvar
+
+
+def vae_loss(x_hat: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """minigen.models.vae.vae_loss with the Bernoulli likelihood and β = 1: −ELBO per sample."""
+    n = x.shape[0]
+    reconstruction = F.binary_cross_entropy_with_logits(x_hat, x, reduction="none").reshape(n, -1).sum(dim=1).mean()
+    kl = (-0.5 * (1.0 + logvar - mu.square() - logvar.exp()).sum(dim=-1)).mean()
+    return reconstruction + kl
+
+
+# ----------------------------------------------------------------------------- U-Net
+def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """minigen.models.unet.sinusoidal_embedding: [sin(t ω_i)] ⧺ [cos(t ω_i)]."""
+    half = dim // 2
+    dtype = t.dtype if t.is_floating_point() else torch.float32
+    frequencies = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    angles = t.to(dtype).unsqueeze(1) * frequencies.unsqueeze(0)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class SinusoidalTimeEmbedding(nn.Module):
+    def __init__(self, dim: int, max_period: float = 10000.0) -> None:
+        super().__init__()
+        self.dim, self.max_period = dim, max_period
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return sinusoidal_embedding(t, self.dim, self.max_period)
+
+
+def time_mlp(base_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        SinusoidalTimeEmbedding(base_dim), nn.Linear(base_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim)
+    )
+
+
+def num_groups_for(channels: int, min_channels_per_group: int = 4, max_groups: int = 32) -> int:
+    best = 1
+    for groups in range(1, min(max_groups, channels) + 1):
+        if channels % groups == 0 and channels // groups >= min_channels_per_group:
+            best = groups
+    return best
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, time_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(num_groups_for(in_channels), in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.time_proj = nn.Linear(time_dim, out_channels)
+        self.norm2 = nn.GroupNorm(num_groups_for(out_channels), out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time_proj(F.silu(temb)).reshape(h.shape[0], h.shape[1], 1, 1)
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return h + self.skip(x)
+
+
+class SelfAttention2d(nn.Module):
+    def __init__(self, channels: int, num_heads: int = 1) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = nn.GroupNorm(num_groups_for(channels), channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        heads, d = self.num_heads, c // self.num_heads
+        tokens = self.norm(x).reshape(b, c, h * w).transpose(1, 2)
+        q, k, v = self.qkv(tokens).reshape(b, h * w, 3, heads, d).permute(2, 0, 3, 1, 4)
+        merged = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
+        return x + self.proj(merged).transpose(1, 2).reshape(b, c, h, w)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class DownBlock(nn.Module):
+    def __init__(self, in_channels, out_channels, time_dim, downsample=True, dropout=0.0) -> None:
+        super().__init__()
+        self.res = ResBlock(in_channels, out_channels, time_dim, dropout)
+        self.down = Downsample(out_channels) if downsample else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor):
+        skip = self.res(x, temb)
+        return self.down(skip), skip
+
+
+class UpBlock(nn.Module):
+    def __init__(self, in_channels, skip_channels, out_channels, time_dim, upsample=True, dropout=0.0) -> None:
+        super().__init__()
+        self.up = Upsample() if upsample else nn.Identity()
+        self.res = ResBlock(in_channels + skip_channels, out_channels, time_dim, dropout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        return self.res(torch.cat([self.up(x), skip], dim=1), temb)
+
+
+class UNet(nn.Module):
+    """minigen.models.unet.UNet; a conditional one takes labels y (``num_classes`` is the null label)."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        base_channels: int = 32,
+        channel_mults: Sequence[int] = (1, 2, 2),
+        attention: bool = True,
+        num_heads: int = 1,
+        num_classes: int | None = None,
+        time_dim: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        time_dim = time_dim or 4 * base_channels
+        self.time_embed = time_mlp(base_channels, time_dim)
+        self.label_embed = nn.Embedding(num_classes + 1, time_dim) if num_classes is not None else None
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        widths = [base_channels * m for m in channel_mults]
+        last = len(widths) - 1
+        downs, previous = [], base_channels
+        for level, width in enumerate(widths):
+            downs.append(DownBlock(previous, width, time_dim, downsample=level < last, dropout=dropout))
+            previous = width
+        self.downs = nn.ModuleList(downs)
+        self.mid1 = ResBlock(previous, previous, time_dim, dropout)
+        self.mid_attn = SelfAttention2d(previous, num_heads) if attention else nn.Identity()
+        self.mid2 = ResBlock(previous, previous, time_dim, dropout)
+        ups = []
+        for level in reversed(range(len(widths))):
+            ups.append(
+                UpBlock(previous, widths[level], widths[level], time_dim, upsample=level < last, dropout=dropout)
+            )
+            previous = widths[level]
+        self.ups = nn.ModuleList(ups)
+        self.norm_out = nn.GroupNorm(num_groups_for(previous), previous)
+        self.conv_out = nn.Conv2d(previous, in_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        temb = self.time_embed(t)
+        if self.label_embed is not None:
+            temb = temb + self.label_embed(y)
+        h = self.conv_in(x)
+        skips = []
+        for down in self.downs:
+            h, skip = down(h, temb)
+            skips.append(skip)
+        h = self.mid2(self.mid_attn(self.mid1(h, temb)), temb)
+        for up in self.ups:
+            h = up(h, skips.pop(), temb)
+        return self.conv_out(F.silu(self.norm_out(h)))
