@@ -287,3 +287,9 @@ def test_to_device_and_dtype_are_differentiable(device):
     y.sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [2, 2, 2])
     assert x.grad.dtype == np.float64 and x.grad.device == "cpu"
+
+
+def test_sigmoid_is_accurate_far_into_both_tails():
+    x = np.array([-700.0, -40.0, -30.0, -1.0, 0.0, 30.0, 700.0])
+    expected = np.exp(-np.logaddexp(0.0, -x))
+    np.testing.assert_allclose(mg.tensor(x).sigmoid().numpy(), expected, rtol=1e-14, atol=0)
