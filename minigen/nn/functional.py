@@ -5,6 +5,7 @@ This file only gathers them; each op lives, forward and backward together, in th
 """
 
 from minigen.ops.activation import gelu, leaky_relu, log_softmax, relu, sigmoid, silu, softmax, softplus, tanh
+from minigen.ops.attention import scaled_dot_product_attention
 from minigen.ops.conv import conv2d, conv_transpose2d
 from minigen.ops.dropout import dropout
 from minigen.ops.embedding import embedding
@@ -14,3 +15,4 @@ from minigen.ops.loss import binary_cross_entropy_with_logits, cross_entropy, l1
 from minigen.ops.normalization import batch_norm, group_norm, layer_norm
 from minigen.ops.pool import avg_pool2d, max_pool2d
 from minigen.ops.resize import interpolate
+from minigen.ops.rope import rope, rope_matrix
