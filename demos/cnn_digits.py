@@ -16,7 +16,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-
 from common import demo_arguments, write_metrics
 
 import minigen as mg

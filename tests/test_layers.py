@@ -367,9 +367,10 @@ def test_loss_modules_match_functional():
     import minigen.nn.functional as F
 
     logits, target = mg.randn(5, 4), mg.tensor([0, 3, 1, 1, 2])
-    assert nn.CrossEntropyLoss(label_smoothing=0.1)(logits, target).item() == F.cross_entropy(
-        logits, target, label_smoothing=0.1
-    ).item()
+    assert (
+        nn.CrossEntropyLoss(label_smoothing=0.1)(logits, target).item()
+        == F.cross_entropy(logits, target, label_smoothing=0.1).item()
+    )
     x, y = mg.randn(6), mg.rand(6)
     assert nn.BCEWithLogitsLoss()(x, y).item() == F.binary_cross_entropy_with_logits(x, y).item()
     assert nn.MSELoss(reduction="sum")(x, y).item() == F.mse_loss(x, y, reduction="sum").item()
