@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     schedule = warmup_cosine(optimizer, warmup_steps=pretrain_steps // 10, total_steps=pretrain_steps)
     mlm_losses = []
     for _ in tqdm(range(pretrain_steps), desc="MLM pre-training", unit="step"):
-        batch = corpus[rng.integers(0, len(corpus), size=128)]
+        batch = corpus[rng.integers(0, len(corpus), size=32 if quick else 128)]
         inputs, targets = mlm_mask(mg.tensor(batch, device=args.device), len(VOCAB), MASK, [PAD, CLS, SEP])
         loss = model.mlm_loss(inputs, targets)
         optimizer.zero_grad()

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     eval_every = max(steps // 15, 10)
     progress = tqdm(range(steps), desc="char GPT", unit="step")
     for step in progress:
-        x, y = batches(train_ids, 32, rng)
+        x, y = batches(train_ids, 8 if args.quick else 32, rng)
         loss = model.loss(mg.tensor(x, device=args.device), mg.tensor(y, device=args.device))
         optimizer.zero_grad()
         loss.backward()

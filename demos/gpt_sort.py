@@ -59,10 +59,10 @@ def exact_match(model: GPT, sequences: np.ndarray, device: str) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     def extra(parser):
-        parser.add_argument("--steps", type=int, default=None, help="training steps (default 800, quick 100)")
+        parser.add_argument("--steps", type=int, default=None, help="training steps (default 800, quick 30)")
 
     args = demo_arguments("gpt_sort", "A tiny GPT learns to sort", argv, extra)
-    steps = args.steps or (100 if args.quick else 800)
+    steps = args.steps or (30 if args.quick else 800)
     train, test = make_split(args.seed)
     rng = np.random.default_rng(args.seed)
 

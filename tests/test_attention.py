@@ -178,6 +178,15 @@ def test_multihead_attention_gradcheck(device):
     mem = mg.randn(2, 5, 4, device=device, requires_grad=True)
     mg.gradcheck(lambda x: mha(x, x, x, is_causal=True)[0], x)
     mg.gradcheck(lambda x, m: mha(x, m, m, need_weights=False)[0], x, mem)  # cross attention
+    pad = np.zeros((2, 5), bool)
+    pad[1, 3:] = True  # True = ignore this key (PyTorch's key_padding_mask)
+    forbid = np.zeros((3, 5), bool)
+    forbid[0, 1] = True  # True = not allowed (PyTorch's boolean attn_mask for MHA)
+    masks = {"key_padding_mask": to_device_like(pad, device), "attn_mask": to_device_like(forbid, device)}
+    mg.gradcheck(lambda x, m: mha(x, m, m, **masks)[0], x, mem)
+    with mg.no_grad():
+        _, weights = mha(x, mem, mem, **masks)
+    assert np.all(weights.numpy()[1, :, 3:] == 0) and np.all(weights.numpy()[:, 0, 1] == 0)
 
 
 def test_multihead_attention_module_gradcheck_checks_its_parameters():

@@ -45,7 +45,9 @@ def test_gpt_sort_demo_quick(tmp_path):
 
 def test_rope_demo_quick(tmp_path):
     metrics = _run("rope", tmp_path, "--quick")
-    _pictures(tmp_path, "scores.png", "relative_decay.png", "extrapolation.png", "loss.png")
+    _pictures(
+        tmp_path, "scores.png", "relative_decay.png", "extrapolation.png", "extrapolation_by_length.png", "loss.png"
+    )
     assert metrics["score_shift_invariance_error"] < 1e-10  # the maths part needs no training
 
 

@@ -147,3 +147,8 @@ def test_rotary_embedding_module_caches_and_matches_rope(device):
     assert list(module.parameters()) == [] and len(module.state_dict()) == 0
     with pytest.raises(ValueError, match="even"):
         RotaryEmbedding(7)
+
+
+def test_positions_that_do_not_fit_x_give_a_clear_error():
+    with pytest.raises(ValueError, match=r"rope: .*do not broadcast"):
+        rope(mg.randn(2, 3, 4), positions=[0, 1, 2, 3, 4])

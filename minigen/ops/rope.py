@@ -87,6 +87,13 @@ def rope_cos_sin(
     return Tensor(xp.cos(angles).astype(dtype)), Tensor(xp.sin(angles).astype(dtype))
 
 
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """True when an array of ``shape`` broadcasts to ``target`` without changing it."""
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
+
+
 class Rope(Function):
     """y = R_{Θ,m} x on every adjacent pair;  ∂L/∂x = R_{Θ,m}ᵀ g = (the same op with −sin)(g).
 
@@ -99,7 +106,7 @@ class Rope(Function):
         b = x.data[..., 1::2]  # x₂, x₄, x₆, …
         c, s = cos.data.astype(x.dtype, copy=False), sin.data.astype(x.dtype, copy=False)
         pairs_shape = x.shape[:-1] + (x.shape[-1] // 2,)
-        if x.xp.broadcast_shapes(pairs_shape, c.shape) != pairs_shape:
+        if not _broadcasts_to(c.shape, pairs_shape):
             raise ValueError(f"rope: cos/sin of shape {tuple(c.shape)} do not broadcast to x's pairs {pairs_shape}")
         self.saved = (cos, sin)
         y = x.xp.empty(x.shape, dtype=x.dtype)
