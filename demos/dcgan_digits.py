@@ -7,6 +7,10 @@ image with the label appended as an extra 16×16 channel → strided convolution
 logit. Both see the label, so D rejects a well-drawn digit of the wrong class, and G
 must learn to draw the requested one.
 
+The pictures are drawn from an exponential moving average of G's weights
+(``update_ema``): the GAN game never quite settles, and averaging the last few hundred
+steps removes much of the step-to-step noise.
+
 Judging the samples: a LeNet classifier is trained separately on the real digits; the
 score is how often it recognises a conditional sample G(z, y) as the class y.
 
@@ -34,14 +38,21 @@ import minigen as mg
 import minigen.optim  # noqa: F401  (mg.optim)
 from minigen.data import DataLoader, load_digits
 from minigen.models.cnn import LeNet, accuracy, fit_classifier, predict
-from minigen.models.gan import DCGANDiscriminator, DCGANGenerator, TrainingLog, discriminator_step, generator_step
+from minigen.models.gan import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    TrainingLog,
+    discriminator_step,
+    generator_step,
+    update_ema,
+)
 from minigen.utils import line_plot, make_grid, save_gif, save_image_grid
 
 SIZE, CLASSES, LATENT = 16, 10, 32
 
 
 def extra_flags(parser: Any) -> None:
-    parser.add_argument("--epochs", type=int, default=None, help="passes over the digits (default 12, 1 with --quick)")
+    parser.add_argument("--epochs", type=int, default=None, help="passes over the digits (default 20, 1 with --quick)")
     parser.add_argument("--patch", action="store_true", help="use a PatchGAN discriminator (a map of logits)")
 
 
@@ -53,12 +64,15 @@ def to_unit(images: mg.Tensor) -> mg.Tensor:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = demo_arguments("dcgan_digits", "conditional DCGAN on rendered digits", argv, extra_flags)
     device, out = args.device, args.out
-    epochs = args.epochs or (1 if args.quick else 12)
+    epochs = args.epochs or (1 if args.quick else 20)
     train = load_digits("train", n=2000 if args.quick else 10_000, size=SIZE)
     test = load_digits("test", n=1000, size=SIZE)
     images = train.images * 2.0 - 1.0  # to the generator's tanh range
 
     generator = DCGANGenerator(LATENT, 1, SIZE, base_channels=32, num_classes=CLASSES).to(device)
+    # A second copy holds the moving average of G's weights; the pictures are drawn from it.
+    average = DCGANGenerator(LATENT, 1, SIZE, base_channels=32, num_classes=CLASSES).to(device).eval()
+    average.load_state_dict(generator.state_dict())
     discriminator = DCGANDiscriminator(1, SIZE, base_channels=32, num_classes=CLASSES, patch=args.patch).to(device)
     # DCGAN's settings: Adam with lr 2e-4 and β₁ = 0.5.
     opt_g = mg.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -84,14 +98,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             stats = discriminator_step(generator, discriminator, opt_d, x, z, labels=y)
             z = mg.randn(x.shape[0], LATENT, device=device)
             stats.update(generator_step(generator, discriminator, opt_g, z, labels=y))
+            update_ema(average, generator, decay=0.995)  # θ̄ ← 0.995 θ̄ + 0.005 θ
             log.record(stats)  # device scalars; synced every 50 steps
             step += 1
             bar.update(1)
             if step % frame_every == 0 or step == 1:
-                generator.eval()  # batch norm with running statistics: the sample does not depend on the batch
-                with mg.no_grad():
-                    frames.append(make_grid(to_unit(generator(fixed_z, fixed_y)), nrow=10))
-                generator.train()
+                with mg.no_grad():  # eval mode: batch norm uses running statistics, not the batch's
+                    frames.append(make_grid(to_unit(average(fixed_z, fixed_y)), nrow=10, pad_value=0.4))
             if step % 50 == 0:
                 bar.set_postfix(D_x=f"{log.last('D(x)'):.2f}", D_Gz=f"{log.last('D(G(z))'):.2f}")
     bar.close()
@@ -100,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ---- pictures
     with mg.no_grad():
-        save_image_grid(to_unit(generator(fixed_z, fixed_y)), out / "samples.png", nrow=10)
+        save_image_grid(to_unit(average(fixed_z, fixed_y)), out / "samples.png", nrow=10, pad_value=0.4)
     save_gif(frames, out / "progress.gif", duration=250, final_pause=1500)
     h = log.history
     line_plot({"D loss": h["d_loss"], "G loss": h["g_loss"]}, out / "losses.png", title="losses", smooth=0.9)
@@ -114,11 +127,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     real_accuracy = accuracy(classifier, test.images, test.labels, device=device)
     per_class = 100
     wanted = np.repeat(np.arange(CLASSES), per_class)
-    with mg.no_grad():
-        z = mg.randn(len(wanted), LATENT, device=device)
-        fakes = to_unit(generator(z, mg.tensor(wanted, device=device))).numpy()
-    predicted = predict(classifier, fakes, device=device)
-    hits = predicted == wanted
+    z = mg.randn(len(wanted), LATENT, device=device)
+    hits_of = {}
+    for name, model in (("average", average), ("last", generator)):
+        with mg.no_grad():
+            fakes = to_unit(model(z, mg.tensor(wanted, device=device))).numpy()
+        hits_of[name] = predict(classifier, fakes, device=device) == wanted
+    hits = hits_of["average"]
     metrics = {
         "epochs": epochs,
         "steps": step,
@@ -126,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "classifier_accuracy_on_real_test": real_accuracy,
         "conditional_accuracy": float(hits.mean()),
         "conditional_accuracy_per_class": [float(hits[wanted == c].mean()) for c in range(CLASSES)],
+        "conditional_accuracy_last_weights": float(hits_of["last"].mean()),  # without the averaging
         "final_D(x)": log.last("D(x)"),
         "final_D(G(z))": log.last("D(G(z))"),
     }

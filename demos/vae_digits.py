@@ -8,7 +8,7 @@ Pictures (in --out):
     reconstructions.png   test digits (odd rows) and their reconstructions (even rows)
     samples.png           decoded codes from the prior z ~ N(0, I)
     interpolation.png     z = α z_A + (1 − α) z_B between pairs of test digits
-    attribute.png         z + f · v_thick for f from −2 to 2: v_thick = mean code of thick
+    attribute.png         z + f · v_thick for f from −2 to 3: v_thick = mean code of thick
                           strokes − mean code of thin ones (from the digits' metadata)
     latent_map.png        (--latent-dim 2) the decoder's output over a grid of z,
     latent_scatter.png    and the test digits' codes μ coloured by class
@@ -109,12 +109,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         originals = x_test[:16]
         recon = model.reconstruct(originals)
         pairs = mg.stack([originals[:8], recon[:8], originals[8:], recon[8:]]).reshape(32, 1, SIZE, SIZE)
-        save_image_grid(pairs, out / "reconstructions.png", nrow=8)
+        save_image_grid(pairs, out / "reconstructions.png", nrow=8, pad_value=0.4)
         recon_error = float((model.reconstruct(x_test) - x_test).abs().mean().item())
 
         # ---- samples from the prior
         samples = model.decode(sample_prior(64, args.latent_dim, device=device)).sigmoid()
-        save_image_grid(samples, out / "samples.png", nrow=8)
+        save_image_grid(samples, out / "samples.png", nrow=8, pad_value=0.4)
 
         # ---- interpolation between pairs of test digits (different classes)
         mu_test = encode_means(model, test.images, device)
@@ -127,29 +127,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append(strip)
             ends = model.reconstruct(x_test[[i, j]])
             endpoint_errors.append(float((strip[[0, 9]] - ends).abs().max().item()))
-        save_image_grid(mg.cat(rows), out / "interpolation.png", nrow=10)
+        save_image_grid(mg.cat(rows), out / "interpolation.png", nrow=10, pad_value=0.4)
 
-        # ---- attribute vector: thick minus thin strokes, added with factors −2 … 2
+        # ---- attribute vector: thick minus thin strokes, added with factors −2 … 3
         thick = mg.tensor(test.thickness > np.median(test.thickness), device=device)
         v_thick = attribute_vector(mu_test, thick)
         factors = [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
         strips = [model.decode(apply_attribute(mu_test[i], v_thick, factors)).sigmoid() for i in range(8)]
         attribute_images = mg.cat(strips)
-        save_image_grid(attribute_images, out / "attribute.png", nrow=len(factors))
+        save_image_grid(attribute_images, out / "attribute.png", nrow=len(factors), pad_value=0.4)
         # Ink (mean brightness) per factor: it should grow as strokes thicken.
         ink = attribute_images.reshape(8, len(factors), -1).mean(dim=2).mean(dim=0).numpy()
 
         if args.latent_dim == 2:
             grid = np.linspace(-2.5, 2.5, 15, dtype=np.float32)
             zs = np.stack(np.meshgrid(grid, grid[::-1]), axis=-1).reshape(-1, 2)  # top row: largest z₂
-            save_image_grid(model.decode(mg.tensor(zs, device=device)).sigmoid(), out / "latent_map.png", nrow=15)
+            save_image_grid(
+                model.decode(mg.tensor(zs, device=device)).sigmoid(), out / "latent_map.png", nrow=15, padding=0
+            )
             codes = mu_test.numpy()
             scatter_plot(
                 [codes[test.labels == c] for c in range(10)],
                 out / "latent_scatter.png",
                 colors=[PALETTE[c % len(PALETTE)] for c in range(10)],
                 labels=[str(c) for c in range(10)],
-                title="test codes μ(x) by class",
+                title="test codes mu(x) by class",  # plain ASCII: the default font has no μ
             )
 
     line_plot(

@@ -42,6 +42,13 @@ def test_gan_toy2d_demo_quick(tmp_path):
         assert (tmp_path / picture).stat().st_size > 0
 
 
+def test_dcgan_demo_quick(tmp_path):
+    metrics = _run("dcgan_digits", tmp_path, "--quick")
+    for picture in ("samples.png", "progress.gif", "losses.png", "d_outputs.png"):
+        assert (tmp_path / picture).stat().st_size > 0
+    assert len(metrics["conditional_accuracy_per_class"]) == 10
+
+
 # ----------------------------------------------------------------------- demo targets
 @pytest.mark.slow
 def test_gan_toy2d_covers_the_modes(tmp_path):

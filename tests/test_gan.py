@@ -21,7 +21,9 @@ from minigen.models.gan import (
     generator_loss_saturating,
     generator_step,
     gradient_penalty,
+    r1_penalty,
     train_step,
+    update_ema,
     wasserstein_generator_loss,
 )
 
@@ -153,6 +155,45 @@ def test_gradient_penalty_works_under_no_grad():
     expected = _penalty_fn(real, fake, alpha, *params).item()
     with mg.no_grad():
         assert _penalty_fn(real, fake, alpha, *params).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_r1_penalty_of_a_linear_discriminator_is_known():
+    # D(x) = w·x has ∇_x D = w, so R1 = (γ/2) ‖w‖².
+    w = mg.tensor([[3.0, 4.0]], dtype=mg.float64)
+    real = mg.tensor(np.random.default_rng(0).normal(size=(5, 2)))
+    np.testing.assert_allclose(r1_penalty(lambda x: (x @ w.T).reshape(-1), real, weight=2.0).item(), 25.0)
+
+
+def test_r1_penalty_gradcheck_through_double_backward():
+    real, _, _, params = _penalty_inputs(seed=7)
+
+    def r1(real, w1, b1, w2, b2):
+        return r1_penalty(lambda x: _tanh_critic(x, w1, b1, w2, b2), real, weight=3.0)
+
+    mg.gradcheck(r1, real, *params)
+
+
+def test_discriminator_step_adds_r1():
+    g, d = MLPGenerator(2, 2, hidden=(8,)), MLPDiscriminator(2, hidden=(8,))
+    opt_d = mg.optim.SGD(d.parameters(), lr=0.0)  # lr 0: the step leaves D unchanged, so losses compare
+    real, z = mg.randn(6, 2), mg.randn(6, 2)
+    plain = discriminator_step(g, d, opt_d, real, z)
+    with_r1 = discriminator_step(g, d, opt_d, real, z, r1_weight=5.0)
+    assert with_r1["r1"].item() > 0
+    assert with_r1["d_loss"].item() == pytest.approx(plain["d_loss"].item() + with_r1["r1"].item(), rel=1e-5)
+
+
+def test_update_ema_averages_parameters_and_copies_buffers():
+    model = DCGANGenerator(latent_dim=4, image_size=8, base_channels=4)
+    average = DCGANGenerator(latent_dim=4, image_size=8, base_channels=4)
+    before = [p.detach().numpy().copy() for p in average.parameters()]
+    with mg.no_grad():
+        model(mg.randn(3, 4))  # train mode: moves the batch-norm running statistics
+    update_ema(average, model, decay=0.9)
+    for b, p_avg, p in zip(before, average.parameters(), model.parameters()):
+        np.testing.assert_allclose(p_avg.detach().numpy(), 0.9 * b + 0.1 * p.detach().numpy(), rtol=1e-6)
+    for b_avg, b in zip(average.buffers(), model.buffers()):
+        np.testing.assert_array_equal(b_avg.numpy(), b.numpy())
 
 
 # ------------------------------------------------------------------------------ networks
