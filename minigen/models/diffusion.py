@@ -58,7 +58,7 @@ class NoiseSchedule:
         if bad.size:
             i = int(bad[0])
             raise ValueError(
-                f"NoiseSchedule ({name}): every beta_t must lie in (0, 1), but beta[{i}] = {betas[i]!r} "
+                f"NoiseSchedule ({name}): every beta_t must lie in (0, 1), but beta[{i}] = {float(betas[i])!r} "
                 f"({bad.size} of {betas.size} values are outside)"
             )
         alpha_bars = np.cumprod(1.0 - betas)
@@ -66,7 +66,8 @@ class NoiseSchedule:
             i = int(np.flatnonzero(np.diff(alpha_bars) >= 0)[0]) + 1
             raise ValueError(
                 f"NoiseSchedule ({name}): alpha_bar must be strictly decreasing, but alpha_bar[{i}] = "
-                f"{alpha_bars[i]!r} >= alpha_bar[{i - 1}] = {alpha_bars[i - 1]!r} (beta too small to change it)"
+                f"{float(alpha_bars[i])!r} >= alpha_bar[{i - 1}] = {float(alpha_bars[i - 1])!r} "
+                "(beta too small to change it)"
             )
         if alpha_bars[-1] >= max_final_alpha_bar:
             raise ValueError(
@@ -113,23 +114,31 @@ class NoiseSchedule:
         return table[t].reshape((like.shape[0],) + (1,) * (like.ndim - 1))
 
 
-def _check_T(T: Any, name: str) -> int:
+def _check_T(T: Any, name: str, max_beta: float | None = None) -> int:
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
         raise ValueError(f"{name}: the number of steps T must be an int >= 1, got {T!r}")
+    if max_beta is not None and T == 1 and 1.0 - max_beta >= 1e-3:
+        raise ValueError(
+            f"{name}: with beta clipped at {max_beta}, T = 1 step cannot reach alpha_bar_T < 1e-3 "
+            f"(alpha_bar_1 = 1 - beta_1 >= {1.0 - max_beta:.3g}); use T >= 2"
+        )
     return int(T)
 
 
-def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
+def linear_schedule(
+    T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, max_beta: float = 0.999
+) -> NoiseSchedule:
     """β_t linear from β_start·1000/T to β_end·1000/T (Ho et al. use T = 1000, 1e-4 to 0.02).
 
     Scaling by 1000/T keeps Σβ_t (about −log ᾱ_T) the same for any T, so ᾱ_T ≈ e^−10 ≈ 0
-    whether T is 50 or 4000. For small T the scaled β would pass 1 and are clipped at 0.999.
+    whether T is 50 or 4000. For small T the scaled β would pass 1 and are clipped at
+    ``max_beta`` = 0.999 (so T = 1 is too few steps: ᾱ_1 ≥ 0.001).
     """
-    T = _check_T(T, "linear_schedule")
+    T = _check_T(T, "linear_schedule", max_beta)
     scale = 1000.0 / T
     start, end = beta_start * scale, beta_end * scale
     betas = np.linspace(start, end, T) if T > 1 else np.array([end])
-    return NoiseSchedule(np.minimum(betas, 0.999), name="linear")
+    return NoiseSchedule(np.minimum(betas, max_beta), name="linear")
 
 
 def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
@@ -140,7 +149,7 @@ def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) ->
     like a cosine: slowly at both ends, so fewer steps are spent on nearly-clean images
     than with the linear schedule.
     """
-    T = _check_T(T, "cosine_schedule")
+    T = _check_T(T, "cosine_schedule", max_beta)
     steps = np.arange(T + 1, dtype=np.float64)
     f = np.cos(0.5 * math.pi * (steps / T + s) / (1.0 + s)) ** 2
     alpha_bars = f / f[0]
@@ -454,7 +463,7 @@ def ddim_sample(
     model: Callable[..., Tensor],
     schedule: NoiseSchedule,
     x_T: Tensor,
-    num_steps: int = 50,
+    num_steps: int | None = None,
     eta: float = 0.0,
     y: Tensor | None = None,
     guidance_scale: float = 1.0,
@@ -468,9 +477,13 @@ def ddim_sample(
     (``ddim_timesteps(T, num_steps)`` unless ``timesteps`` is given, descending): each
     step goes from τ_i to the *next entry of the list* τ_{i+1} (−1 after the last), so
     ``num_steps`` network evaluations replace T. The same trained ε_θ serves: DDIM only
-    changes the sampler. ``noise`` optionally gives z for every step (used when η > 0).
+    changes the sampler. ``num_steps`` defaults to min(50, T). ``noise`` optionally
+    gives z for every step (used when η > 0).
     """
-    steps = list(timesteps) if timesteps is not None else ddim_timesteps(schedule.T, num_steps)
+    if timesteps is not None:
+        steps = list(timesteps)
+    else:
+        steps = ddim_timesteps(schedule.T, num_steps if num_steps is not None else min(50, schedule.T))
     if any(b >= a for a, b in zip(steps, steps[1:])) or steps[0] >= schedule.T or steps[-1] < 0:
         raise ValueError(f"ddim_sample: timesteps must decrease strictly within [0, {schedule.T}), got {steps}")
     x = x_T

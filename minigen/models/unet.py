@@ -29,7 +29,6 @@ from collections.abc import Sequence
 import minigen as mg
 import minigen.nn as nn
 import minigen.nn.functional as F
-from minigen.ops.attention import scaled_dot_product_attention
 from minigen.tensor import Tensor
 
 
@@ -145,7 +144,7 @@ class SelfAttention2d(nn.Module):
         heads, d = self.num_heads, c // self.num_heads
         tokens = self.norm(x).reshape(b, c, h * w).transpose(1, 2)  # (B, HW, C)
         q, k, v = self.qkv(tokens).reshape(b, h * w, 3, heads, d).permute(2, 0, 3, 1, 4)  # each (B, heads, HW, d)
-        attended = scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
+        attended = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
         merged = attended.transpose(1, 2).reshape(b, h * w, c)
         return x + self.proj(merged).transpose(1, 2).reshape(b, c, h, w)
 
@@ -162,14 +161,14 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double H and W: nearest-neighbour copy, then a 3×3 convolution to smooth the blocks."""
+    """Double H and W by nearest-neighbour copying (each pixel becomes a 2×2 block).
 
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+    No convolution of its own: the ResBlock that follows convolves the upsampled map
+    together with the skip features, which smooths the blocks at no extra cost.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
 class DownBlock(nn.Module):
@@ -205,7 +204,7 @@ class UpBlock(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.up = Upsample(in_channels) if upsample else nn.Identity()
+        self.up = Upsample() if upsample else nn.Identity()
         self.res = ResBlock(in_channels + skip_channels, out_channels, time_dim, dropout)
 
     def forward(self, x: Tensor, skip: Tensor, temb: Tensor) -> Tensor:
