@@ -1,9 +1,15 @@
 """Models built from ``minigen.nn``, one readable file each.
 
-Transformers: ``GPT`` (decoder-only LM), ``BERT`` (encoder-only, masked LM, ``mlm_mask``),
-``ViT`` (vision transformer with ``PatchEmbedding``).
+* ``cnn``: ``LeNet`` and the training loop the demos share (``fit_classifier``, ``predict``).
+* Transformers: ``GPT`` (decoder-only LM), ``BERT`` (encoder-only, masked LM, ``mlm_mask``),
+  ``ViT`` (vision transformer with ``PatchEmbedding``).
+* Generative models: ``gan`` (losses, Algorithm 1, MLP/DCGAN/conditional, WGAN-GP), ``vae``
+  (reparameterisation, KL, ELBO), ``diffusion`` (schedules, DDPM, DDIM, guidance) and
+  ``unet`` (the denoiser). Import them as modules: ``from minigen.models import gan``.
 """
 
+from minigen.models import cnn, diffusion, gan, unet, vae
 from minigen.models.bert import BERT, mlm_mask
+from minigen.models.cnn import LeNet
 from minigen.models.gpt import GPT
 from minigen.models.vit import PatchEmbedding, ViT
