@@ -187,18 +187,12 @@ class Tensor:
     # ------------------------------------------------------------- devices and dtypes
     def to(self, *args: Any, dtype: DTypeLike = None, device: Any = None) -> Tensor:
         """``t.to("cuda")``, ``t.to(mg.float64)``, ``t.to(device, dtype)``; differentiable."""
-        for arg in args:
-            if isinstance(arg, Tensor):
-                device, dtype = arg.device, arg.dtype
-            elif isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda", "standin"):
-                device = arg
-            else:
-                dtype = arg
+        device, dtype = parse_to_args(args, device, dtype)
         out = self
-        if dtype is not None and resolve_dtype(dtype) != self.dtype:
-            out = Cast.apply(out, dtype=resolve_dtype(dtype))
-        if device is not None and Device(device) != self.device:
-            out = ToDevice.apply(out, device=Device(device))
+        if dtype is not None and dtype != self.dtype:
+            out = Cast.apply(out, dtype=dtype)
+        if device is not None and device != self.device:
+            out = ToDevice.apply(out, device=device)
         return out
 
     def cpu(self) -> Tensor:
@@ -616,6 +610,21 @@ class Tensor:
 
     def new_ones(self, *size: Any) -> Tensor:
         return Tensor(self.xp.ones(_shape_from_args(size), dtype=self.dtype))
+
+
+def parse_to_args(args: tuple, device: Any = None, dtype: Any = None) -> tuple[Device | None, np.dtype | None]:
+    """``to("cuda")``, ``to(mg.float64)``, ``to(device, dtype)``, ``to(tensor)`` -> (device, dtype).
+
+    Shared by ``Tensor.to`` and ``Module.to``.
+    """
+    for arg in args:
+        if isinstance(arg, Tensor):
+            device, dtype = arg.device, arg.dtype
+        elif isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda", "standin"):
+            device = arg
+        else:
+            dtype = arg
+    return (Device(device) if device is not None else None), (resolve_dtype(dtype) if dtype is not None else None)
 
 
 class _HookHandle:

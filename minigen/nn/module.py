@@ -23,7 +23,7 @@ from typing import Any
 
 from minigen import backend
 from minigen.backend import Device
-from minigen.tensor import Tensor, resolve_dtype
+from minigen.tensor import Tensor, parse_to_args
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -45,18 +45,6 @@ class Parameter(Tensor):
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()
-
-
-def _parse_to_args(args: tuple, device: Any, dtype: Any) -> tuple[Device | None, Any]:
-    """``to("cuda")``, ``to(mg.float64)``, ``to(device, dtype)``, ``to(tensor)`` -> (device, dtype)."""
-    for arg in args:
-        if isinstance(arg, Tensor):
-            device, dtype = arg.device, arg.dtype
-        elif isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda", "standin"):
-            device = arg
-        else:
-            dtype = arg
-    return (Device(device) if device is not None else None), (resolve_dtype(dtype) if dtype is not None else None)
 
 
 def _moved(data: Any, device: Device | None, dtype: Any) -> Any:
@@ -303,7 +291,7 @@ class Module:
         so an optimiser built before the move still holds them. A dtype applies to
         floating-point tensors only (an integer step counter stays an integer).
         """
-        device, dtype = _parse_to_args(args, device, dtype)
+        device, dtype = parse_to_args(args, device, dtype)
         for p in self.parameters():
             p.data = _moved(p.data, device, dtype)
             if p.grad is not None:
