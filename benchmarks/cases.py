@@ -336,14 +336,11 @@ def rope_8x8x256x64(device: str, quick: bool) -> Built:
 
 
 # --------------------------------------------------------------------------- models
-def cnn_lenet(device: str, quick: bool) -> Built:
-    """LeNet on 16×16 digits: Adam step on cross-entropy, batch 128."""
-    from minigen.models.cnn import LeNet
-
+def classifier_step(model, make_twin: Callable[[], object], lr: float, device: str, quick: bool) -> Built:
+    """One Adam step on cross-entropy for a 16×16 digit classifier, minigen and its twin."""
     batch = 32 if quick else 128
-    mg.manual_seed(0)
-    model = LeNet(num_classes=10, image_size=16).to(device)
-    opt = mg.optim.Adam(model.parameters(), lr=2e-3)
+    model = model.to(device)
+    opt = mg.optim.Adam(model.parameters(), lr=lr)
     images, labels = host((batch, 1, 16, 16), 1), host_labels(batch, 10)
     x, y = mg.tensor(images, device=device), mg.tensor(labels, device=device)
 
@@ -356,8 +353,8 @@ def cnn_lenet(device: str, quick: bool) -> Built:
 
     if not has_torch(device):
         return mine, None, None
-    twin = twin_of(model, twins.LeNet(num_classes=10, image_size=16))
-    topt = torch.optim.Adam(twin.parameters(), lr=2e-3)
+    twin = twin_of(model, make_twin())
+    topt = torch.optim.Adam(twin.parameters(), lr=lr)
     tx, ty = torch.tensor(images, device=torch_device(device)), torch.tensor(labels, device=torch_device(device))
 
     def theirs():
@@ -368,41 +365,25 @@ def cnn_lenet(device: str, quick: bool) -> Built:
         return {"loss": loss}
 
     return training_pair([(model, twin)], mine, theirs)
+
+
+def cnn_lenet(device: str, quick: bool) -> Built:
+    """LeNet on 16×16 digits: Adam step on cross-entropy, batch 128."""
+    from minigen.models.cnn import LeNet
+
+    mg.manual_seed(0)
+    model = LeNet(num_classes=10, image_size=16)
+    return classifier_step(model, lambda: twins.LeNet(num_classes=10, image_size=16), 2e-3, device, quick)
 
 
 def vit_digits(device: str, quick: bool) -> Built:
     """ViT (16×16 images, 4×4 patches, d 64, 4 blocks, 4 heads): Adam step, batch 128."""
     from minigen.models.vit import ViT
 
-    batch = 32 if quick else 128
     config = dict(image_size=16, patch_size=4, in_channels=1, num_classes=10, d_model=64, n_layers=4, n_heads=4)
     mg.manual_seed(0)
-    model = ViT(**config).to(device)
-    opt = mg.optim.Adam(model.parameters(), lr=1e-3)
-    images, labels = host((batch, 1, 16, 16), 1), host_labels(batch, 10)
-    x, y = mg.tensor(images, device=device), mg.tensor(labels, device=device)
-
-    def mine():
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return {"loss": loss}
-
-    if not has_torch(device):
-        return mine, None, None
-    twin = twin_of(model, twins.ViT(**config))
-    topt = torch.optim.Adam(twin.parameters(), lr=1e-3)
-    tx, ty = torch.tensor(images, device=torch_device(device)), torch.tensor(labels, device=torch_device(device))
-
-    def theirs():
-        loss = TF.cross_entropy(twin(tx), ty)
-        topt.zero_grad()
-        loss.backward()
-        topt.step()
-        return {"loss": loss}
-
-    return training_pair([(model, twin)], mine, theirs)
+    model = ViT(**config)
+    return classifier_step(model, lambda: twins.ViT(**config), 1e-3, device, quick)
 
 
 def gpt_chars(device: str, quick: bool) -> Built:
