@@ -73,16 +73,7 @@ class Conv2d(Module):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            text += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
+        return _conv_repr(self)
 
 
 class ConvTranspose2d(Module):
@@ -135,18 +126,7 @@ class ConvTranspose2d(Module):
         )
 
     def extra_repr(self) -> str:
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            text += f", padding={self.padding}"
-        if self.output_padding != (0, 0):
-            text += f", output_padding={self.output_padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        return text
+        return _conv_repr(self)
 
 
 class MaxPool2d(Module):
@@ -254,3 +234,19 @@ class Upsample(Module):
     def extra_repr(self) -> str:
         which = f"size={self.size}" if self.size is not None else f"scale_factor={self.scale_factor}"
         return f"{which}, mode={self.mode!r}"
+
+
+def _conv_repr(layer: Module) -> str:
+    """PyTorch-style summary of a (transposed) convolution: only non-default options."""
+    text = f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, stride={layer.stride}"
+    if layer.padding != (0, 0):
+        text += f", padding={layer.padding}"
+    if getattr(layer, "output_padding", (0, 0)) != (0, 0):
+        text += f", output_padding={layer.output_padding}"
+    if layer.dilation != (1, 1):
+        text += f", dilation={layer.dilation}"
+    if layer.groups != 1:
+        text += f", groups={layer.groups}"
+    if layer.bias is None:
+        text += ", bias=False"
+    return text
