@@ -51,7 +51,6 @@ else:  # run as a script, or imported with demos/ on sys.path
     from common import demo_arguments, write_metrics
 
 import minigen as mg
-import minigen.optim  # noqa: F401  (mg.optim)
 from minigen.data.toy2d import eight_gaussian_centers, eight_gaussians
 from minigen.models.diffusion import (
     EMA,

@@ -37,7 +37,6 @@ else:  # run as a script, or imported with demos/ on sys.path
     from common import demo_arguments, write_metrics
 
 import minigen as mg
-import minigen.optim  # noqa: F401  (mg.optim)
 from minigen.data.toy2d import eight_gaussian_centers, eight_gaussians, energy_distance, mode_coverage
 from minigen.models.gan import LOSSES, MLPDiscriminator, MLPGenerator, TrainingLog, discriminator_step, generator_step
 from minigen.utils import colormap, line_plot, save_gif, scatter_plot

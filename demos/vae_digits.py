@@ -30,7 +30,6 @@ else:  # run as a script, or imported with demos/ on sys.path
     from common import demo_arguments, write_metrics
 
 import minigen as mg
-import minigen.optim  # noqa: F401  (mg.optim)
 from minigen.data import DataLoader, load_digits
 from minigen.models.vae import (
     MLPVAE,

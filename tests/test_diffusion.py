@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 import minigen as mg
 import minigen.nn as nn
-import minigen.optim  # noqa: F401  (mg.optim)
 from minigen.models.diffusion import (
     EMA,
     NoiseSchedule,

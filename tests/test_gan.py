@@ -7,7 +7,6 @@ import pytest
 
 import minigen as mg
 import minigen.nn as nn
-import minigen.optim  # noqa: F401  (mg.optim)
 from minigen.models.gan import (
     DCGANDiscriminator,
     DCGANGenerator,

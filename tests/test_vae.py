@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import minigen as mg
-import minigen.optim  # noqa: F401  (mg.optim)
 from minigen.models.vae import (
     MLPVAE,
     ConvVAE,
