@@ -96,8 +96,8 @@ def conv_configs(draw, transpose: bool = False) -> Config:
     groups = draw(st.sampled_from([1, 1, 2]))
     c_in = groups * draw(st.integers(1, 2))
     c_out = groups * draw(st.integers(1, 2))
-    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
     if transpose:
@@ -243,6 +243,41 @@ def test_batch_chunks_agree(device, monkeypatch):
     np.testing.assert_allclose(results[0][0], expected_y, atol=1e-12)
     for chunked, whole in zip(*results):
         np.testing.assert_allclose(chunked, whole, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kernel,padding,dilation",
+    [(3, 1, 1), (5, 2, 1), (3, 0, 1), (1, 0, 1), (3, (2, 1), 2), ((2, 3), (1, 0), 1), (3, (2, 0), 1)],
+)
+def test_shifted_layout_agrees_with_strided_copies(device, monkeypatch, kernel, padding, dilation):
+    """The stride-1 fast path (``_shifted_im2col``), in batch chunks, gives the numbers of
+    the one-row-at-a-time im2col, in the forward pass and in every gradient."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 4, 6, 7))
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    w = rng.standard_normal((6, 2, kh, kw))
+    pad = (padding, padding) if isinstance(padding, int) else padding
+    out_hw = [conv_output_size(n, k, 1, p, dilation) for n, k, p in zip((6, 7), (kh, kw), pad)]
+    g = rng.standard_normal((5, 6, *out_hw))
+    monkeypatch.setattr(conv_module, "CPU_CHUNK_ELEMENTS", 5000)  # 3×3: chunks of 2, 2 and 1 samples
+    fast_calls = []
+    fast_im2col = conv_module._shifted_im2col
+    monkeypatch.setattr(conv_module, "_shifted_im2col", lambda *args: fast_calls.append(1) or fast_im2col(*args))
+    results = []
+    for shifted in (True, False):
+        if not shifted:
+            monkeypatch.setattr(conv_module, "_shifted_gaps", lambda *args: None)
+        fast_calls.clear()
+        xs, ws = on(device, x), on(device, w)
+        y = conv2d(xs, ws, padding=padding, dilation=dilation, groups=2)
+        y.backward(on(device, g, requires_grad=False))
+        results.append([host(y), host(xs.grad), host(ws.grad)])
+        assert (len(fast_calls) > 0) == shifted
+    pad = (padding, padding) if isinstance(padding, int) else padding
+    expected_y = reference_conv2d(x, w, None, (1, 1), pad, (dilation, dilation), 2)
+    np.testing.assert_allclose(results[0][0], expected_y, atol=1e-12)
+    for fast, plain in zip(*results):
+        np.testing.assert_allclose(fast, plain, atol=1e-12)
 
 
 # ---------------------------------------------------------------------- gradients

@@ -22,6 +22,13 @@ and Y (C_out, N·H_out·W_out) is y with its batch axis moved. (On the CPU the b
 through in chunks of a few images, reusing one cache-sized ``cols`` buffer; with groups,
 W_mat and cols gain a group axis and each group is its own product.)
 
+**The shifted layout (stride 1).** Copying small images one short row at a time is
+slow, so for stride 1 (every "same" convolution, and every stride-1 backward pass)
+``_shifted_im2col`` first lays each channel out as one long row with zero gaps between
+image rows. Every kernel offset then reads the input at one fixed distance from the
+output pixel, so each row of ``cols`` is one contiguous slice; the gap columns are
+computed and discarded.
+
 **Backward.** The convolution is linear in x and in W, so both gradients are again
 convolutions:
 
@@ -153,18 +160,83 @@ def _batch_chunk(x: Any, per_sample: int) -> int:
     return max(1, min(x.shape[0], budget // max(per_sample, 1)))
 
 
+def _shifted_gaps(x_hw: tuple, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple):
+    """The zero gaps (rows, columns) of the shifted layout, or None where it does not apply.
+
+    It applies to stride 1 with padding (before and after) no wider than the kernel's
+    reach, d(k − 1): then one gap of max(pad before, pad after) zeros, shared by
+    neighbouring rows (and images), is the padding of both sides.
+    """
+    if stride != (1, 1):
+        return None
+    gaps = []
+    for size, k, p, d, n_out in zip(x_hw, kernel, pad, dilation, out_hw):
+        after = n_out - 1 + d * (k - 1) - p - (size - 1)  # padding the last output position reads
+        if p < 0 or after < 0 or min(p, after) > d * (k - 1):
+            return None
+        gaps.append(max(p, after))
+    return tuple(gaps)
+
+
+def _shifted_im2col(x: Any, kernel: tuple, pad: tuple, dilation: tuple, gaps: tuple, buffers: list) -> Any:
+    """im2col for stride 1 with long contiguous copies (the "shifted layout").
+
+    Lay every channel out as one long row: the images one after another, each image row
+    followed by ``gaps[1]`` zeros and each image followed by ``gaps[0]`` zero rows, so the
+    pitch is P = W + gaps[1] per row and R = H + gaps[0] rows per image. Output pixel
+    (n, h, w) gets column m = (n·R + h)·P + w, and the input it reads at kernel offset
+    (i, j) sits at the fixed distance (i·d − p_H)·P + (j·d − p_W) from m, for every pixel.
+    So row (c, i, j) of cols is one contiguous slice of the laid-out channel, and the
+    padding reads land in the zero gaps. The columns of the gaps (h ≥ H_out or w ≥ W_out)
+    are computed and thrown away: a few percent more matrix product for copies that run
+    at memory speed instead of one short row at a time.
+
+    ``buffers`` holds the laid-out input and cols from the previous chunk, for reuse.
+    Returns cols of shape (C, k_H, k_W, N·R·P).
+    """
+    xp = xp_of(x)
+    n, c, h, w = x.shape
+    rows, pitch = h + gaps[0], w + gaps[1]
+    lead = gaps[0] * pitch + gaps[1]  # zeros before the first pixel: the first image's top padding
+    reach = (dilation[0] * (kernel[0] - 1) - pad[0]) * pitch + dilation[1] * (kernel[1] - 1) - pad[1]
+    columns = n * rows * pitch
+    length = lead + columns + max(reach, 0)  # the last columns read up to ``reach`` further
+    if not buffers or buffers[0].shape != (c, length):
+        buffers[:] = [xp.zeros((c, length), dtype=x.dtype), xp.empty((c, *kernel, columns), dtype=x.dtype)]
+    laid_out, cols = buffers
+    laid_out[:, lead : lead + columns].reshape(c, n, rows, pitch)[:, :, :h, :w] = x.transpose(1, 0, 2, 3)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            start = lead + (i * dilation[0] - pad[0]) * pitch + (j * dilation[1] - pad[1])
+            cols[:, i, j] = laid_out[:, start : start + columns]
+    return cols
+
+
 def _cols_chunks(x: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple):
-    """Yield (start, stop, cols) over batch chunks, reusing one cols buffer."""
+    """Yield (start, stop, cols, grid) over batch chunks, reusing one cols buffer.
+
+    ``grid`` = (rows, pitch) says how each image's columns of cols are laid out: output
+    pixel (h, w) is column h·pitch + w of its image's rows·pitch columns. That is
+    (H_out, W_out) for the strided copies of ``_im2col``; the shifted layout has gaps.
+    """
     xp = xp_of(x)
     n, c = x.shape[:2]
-    chunk = _batch_chunk(x, c * kernel[0] * kernel[1] * out_hw[0] * out_hw[1])
-    buffer = None
+    gaps = _shifted_gaps(x.shape[2:], kernel, stride, pad, dilation, out_hw)
+    if gaps is None:
+        grid = out_hw
+    else:
+        grid = (x.shape[2] + gaps[0], x.shape[3] + gaps[1])
+    chunk = _batch_chunk(x, c * kernel[0] * kernel[1] * grid[0] * grid[1])
+    buffer, buffers = None, []
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
+        if gaps is not None:
+            yield start, stop, _shifted_im2col(x[start:stop], kernel, pad, dilation, gaps, buffers), grid
+            continue
         shape = (c, *kernel, stop - start, *out_hw)
         if buffer is None or buffer.shape != shape:
             buffer = xp.empty(shape, dtype=x.dtype)
-        yield start, stop, _im2col(x[start:stop], kernel, stride, pad, dilation, out_hw, buffer)
+        yield start, stop, _im2col(x[start:stop], kernel, stride, pad, dilation, out_hw, buffer), grid
 
 
 # -------------------------------------------------------------- array-level kernels
@@ -190,23 +262,25 @@ def _conv_and_weight_grad(
     xp = xp_of(x)
     n, c_in = x.shape[:2]
     k = (c_in // groups) * kernel[0] * kernel[1]
-    pixels = out_hw[0] * out_hw[1]
     y = dw = None
     if w is not None:
         y = xp.empty((n, w.shape[0], *out_hw), dtype=x.dtype)
         w_mat = w.reshape(groups, w.shape[0] // groups, k)
-    for start, stop, cols in _cols_chunks(x, kernel, stride, pad, dilation, out_hw):
+    for start, stop, cols, grid in _cols_chunks(x, kernel, stride, pad, dilation, out_hw):
         b = stop - start
-        cols = cols.reshape(groups, k, b * pixels)
-        if w is not None:  # (G, C_out/G, K) @ (G, K, b·L) -> (C_out, b, H_out, W_out), then batch-first
-            product = xp.matmul(w_mat, cols)
-            y[start:stop] = product.reshape(w.shape[0], b, *out_hw).transpose(1, 0, 2, 3)
-        if g is not None:  # (G, C_out/G, b·L) @ (G, b·L, K)
+        columns = b * grid[0] * grid[1]
+        cols = cols.reshape(groups, k, columns)
+        if w is not None:  # (G, C_out/G, K) @ (G, K, columns) -> (C_out, b, H_out, W_out), then batch-first
+            product = xp.matmul(w_mat, cols).reshape(w.shape[0], b, *grid)
+            y[start:stop] = product[:, :, : out_hw[0], : out_hw[1]].transpose(1, 0, 2, 3)
+        if g is not None:  # (G, C_out/G, columns) @ (G, columns, K), g laid out on cols' grid
             c_out = g.shape[1]
-            g_t = (
-                g[start:stop].reshape(b, c_out, pixels).transpose(1, 0, 2).reshape(groups, c_out // groups, b * pixels)
-            )
-            part = xp.matmul(g_t, cols.swapaxes(-1, -2))
+            if grid == tuple(out_hw):
+                g_t = g[start:stop].transpose(1, 0, 2, 3)
+            else:  # zeros in the gap columns, so that they add nothing
+                g_t = xp.zeros((c_out, b, *grid), dtype=g.dtype)
+                g_t[:, :, : out_hw[0], : out_hw[1]] = g[start:stop].transpose(1, 0, 2, 3)
+            part = xp.matmul(g_t.reshape(groups, c_out // groups, columns), cols.swapaxes(-1, -2))
             if dw is None:
                 dw = part
             else:
