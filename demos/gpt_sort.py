@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from common import demo_arguments, write_metrics
+from common import LossLog, demo_arguments, write_metrics
 from tqdm.auto import tqdm
 
 import minigen as mg
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = GPT(vocab_size=SYMBOLS, block_size=2 * LENGTH - 1, n_layers=3, n_heads=4, d_model=48).to(args.device)
     optimizer = AdamW(model.parameters(), lr=5e-3, weight_decay=0.01)
     schedule = warmup_cosine(optimizer, warmup_steps=steps // 10, total_steps=steps)
-    losses = []
+    log = LossLog(sync_every=50)  # losses reach the host every 50 steps, not every step
     for _ in tqdm(range(steps), desc="GPT sorting", unit="step"):
         batch = train[rng.integers(0, len(train), size=64)]
         x, y = with_sorted(batch)
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
         loss.backward()
         optimizer.step()
         schedule.step()
-        losses.append(loss.item())
+        log.record(loss)
+    losses = log.flush()
 
     train_acc = exact_match(model, train, args.device)
     test_acc = exact_match(model, test, args.device)

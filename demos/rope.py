@@ -25,7 +25,7 @@ training still produce some stray attention as the sequence grows).
 from __future__ import annotations
 
 import numpy as np
-from common import demo_arguments, write_metrics
+from common import LossLog, demo_arguments, write_metrics
 from tqdm.auto import tqdm
 
 import minigen as mg
@@ -58,7 +58,7 @@ def train(model: GPT, steps: int, device: str, seed: int, desc: str) -> list[flo
     rng = np.random.default_rng(seed)
     optimizer = AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     schedule = warmup_cosine(optimizer, warmup_steps=steps // 10, total_steps=steps)
-    losses = []
+    log = LossLog(sync_every=50)  # losses reach the host every 50 steps, not every step
     for _ in tqdm(range(steps), desc=desc, unit="step"):
         x, y = copy_back_batch(32, TRAIN_LEN, rng)
         loss = model.loss(mg.tensor(x, device=device), mg.tensor(y, device=device))
@@ -66,8 +66,8 @@ def train(model: GPT, steps: int, device: str, seed: int, desc: str) -> list[flo
         loss.backward()
         optimizer.step()
         schedule.step()
-        losses.append(loss.item())
-    return losses
+        log.record(loss)
+    return log.flush()
 
 
 def accuracy_by_position(model: GPT, length: int, device: str, seed: int, batch: int = 64) -> np.ndarray:

@@ -276,7 +276,12 @@ class Tensor:
                 dtype = np.dtype(backend.DEFAULT_DTYPE)
             elif dtype.kind == "b" and not isinstance(value, (bool, np.bool_)):
                 dtype = np.dtype(np.int64)
-            return Tensor(self.xp.asarray(value, dtype=dtype))
+            xp = self.xp
+            if xp is np:
+                return Tensor(np.asarray(value, dtype=dtype))
+            # On a GPU, asarray(value) would copy the number from the host (a transfer in
+            # every step); full() writes it on the device, the number passed to the kernel.
+            return Tensor(xp.full((), value, dtype=dtype))
         return Tensor(value, device=self.device)
 
     def __add__(self, other: Any) -> Tensor:

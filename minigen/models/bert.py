@@ -172,14 +172,21 @@ def mlm_mask(
 
         pick = backend.random_integers(0, len(ordinary), shape, device)
 
-    is_special = xp.isin(data, xp.asarray(specials))
+    # The id lists are not uploaded to the device (a copy every training step): each
+    # special id is compared with directly, and a random index k becomes the k-th
+    # ordinary id by stepping past every special id at or below it, in ascending order.
+    is_special = xp.zeros(shape, dtype=bool)
+    random_tokens = pick
+    for special in specials:
+        is_special = is_special | (data == special)
+        if 0 <= special < vocab_size:
+            random_tokens = random_tokens + (random_tokens >= special)
     selected = (uniform() < p) & ~is_special  # 15 % of the ordinary tokens
     kind = uniform()  # one draw decides what happens to a selected token
     to_mask = selected & (kind < 0.8)  # 80 %: [MASK]
     to_random = selected & (kind >= 0.8) & (kind < 0.9)  # 10 %: a random token; the last 10 % stay as they are
-    random_tokens = xp.asarray(ordinary, dtype=data.dtype)[pick]
 
     inputs = xp.where(to_mask, mask_token_id, data)
-    inputs = xp.where(to_random, random_tokens, inputs)
+    inputs = xp.where(to_random, random_tokens.astype(data.dtype), inputs)
     labels = xp.where(selected, data, IGNORE_INDEX)
     return Tensor(inputs.astype(data.dtype)), Tensor(labels.astype("int64"))

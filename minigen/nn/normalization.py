@@ -91,8 +91,10 @@ class _BatchNorm(Module):
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1  # in place, on the device: no host sync
             if momentum is None:
-                # The cumulative average needs the count as a number (one host read).
-                momentum = 1.0 / float(self.num_batches_tracked.item())
+                # The cumulative average weighs this batch by 1/count. The count stays on the
+                # device (a 0-d array): reading it as a number would be a host sync.
+                count = self.num_batches_tracked.data
+                momentum = (1.0 / count).astype(self.running_mean.dtype)
         use_batch_stats = self.training or not self.track_running_stats
         # Running statistics are passed only when they should be used or updated.
         track = not self.training or self.track_running_stats

@@ -55,12 +55,9 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> 
         if not -count <= padding_idx < count:
             raise ValueError(f"embedding: padding_idx {padding_idx} is out of range for {count} embeddings")
         padding_idx %= count
-    # The check reads one bool back: skipped on CUDA to keep training steps free of host syncs.
-    if (
-        input.numel()
-        and not backend.is_cuda_array(input.data)
-        and bool(((input.data < 0) | (input.data >= count)).any())
-    ):
+    # The check reads one bool back, so it runs on the CPU only: on a GPU (and the
+    # stand-in GPU) that read would be a host sync in every training step.
+    if input.numel() and backend.is_host_array(input.data) and bool(((input.data < 0) | (input.data >= count)).any()):
         data = input.data
         bad = data[(data < 0) | (data >= count)].reshape(-1)[0].item()
         raise IndexError(

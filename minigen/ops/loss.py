@@ -11,8 +11,9 @@ class-index losses a *weighted* average, Σ wᵢℓᵢ / Σ wᵢ, as in PyTorch)
   (softplus(−x) = max(−x, 0) + log(1 + e^(−|x|))).
 * mse_loss: ℓ = (x − y)²;  l1_loss: ℓ = |x − y|.
 
-Class targets are checked on every call (an out-of-range class is an error, never a
-silently wrong loss); that check reads one bool back to the host.
+Class targets are checked on every CPU call (an out-of-range class is an error, never a
+silently wrong loss); on a GPU the check is skipped, since reading its answer back
+would be a host sync.
 """
 
 from __future__ import annotations
@@ -121,8 +122,9 @@ def _nll_terms(op: str, input: Tensor, target: Tensor, weight: Tensor | None, ig
         if weight.device != input.device:
             raise RuntimeError(f"{op}: weight is on {weight.device} but the input is on {input.device}")
     out_of_range = valid & ((t.data < 0) | (t.data >= classes))
-    # The check reads one bool back: skipped on CUDA to keep training steps free of host syncs.
-    if t.data.size and not backend.is_cuda_array(t.data) and bool(out_of_range.any()):
+    # The check reads one bool back, so it runs on the CPU only: on a GPU (and the
+    # stand-in GPU) that read would be a host sync in every training step.
+    if t.data.size and backend.is_host_array(t.data) and bool(out_of_range.any()):
         bad = t.data[out_of_range].reshape(-1)[0].item()
         raise IndexError(
             f"{op}: target {bad} is out of range for {classes} classes (input shape {tuple(input.shape)}, "

@@ -1,9 +1,17 @@
 """Hypothesis strategies and helpers for property tests, shared by minigen's tests and students.
 
 from minigen.testing import arrays, shapes, broadcastable_shapes, devices
+from minigen.testing import forbid_host_reads   # a GPU training step must not read values back
 """
 
-from minigen.testing.devices import available_devices, to_device_like
+from minigen.testing.devices import (
+    HostReadError,
+    HostUploads,
+    available_devices,
+    count_host_uploads,
+    forbid_host_reads,
+    to_device_like,
+)
 from minigen.testing.strategies import (
     arrays,
     away_from,
