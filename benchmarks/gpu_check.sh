@@ -4,10 +4,16 @@
 #   bash benchmarks/gpu_check.sh [LOG_DIR] [--steps LIST] [--no-install]
 #
 # LOG_DIR   where every step's log goes (default: runs/gpu_check-YYYYmmdd-HHMMSS)
-# --steps   a comma-separated subset of: env,install,tests,slow-tests,demos-quick,demos,bench
-#           (default: all of them, in that order). Useful when one call may only run
-#           for a limited time: e.g. --steps install,tests then --steps demos-quick,bench.
+# --steps   a comma-separated subset of: env,install,tests,fused-tests,slow-tests,demos-quick,
+#           demos,bench,bench-fused (default: all of them, in that order). Useful when one
+#           call may only run for a limited time: e.g. --steps install,tests,fused-tests
+#           then --steps demos-quick,bench,bench-fused.
 # --no-install   skip the pip step (the packages are already there)
+#
+# The fused CUDA kernels (minigen/fused.py) are off by default until checked here:
+# fused-tests runs their agreement tests and the op tests with MINIGEN_FUSED=1, and
+# bench-fused times the benchmarks again with them on, next to the bench step's numbers
+# (LOG_DIR/bench/fused_vs_unfused.md).
 #
 # Every step runs even when an earlier one failed; the exit codes are collected and a
 # summary table (also in LOG_DIR/summary.md) ends the run. The script exits 1 if any
@@ -22,13 +28,13 @@ set -u  # no -e: a failing step must not stop the others
 cd "$(dirname "$0")/.."  # the repository root
 
 LOG_DIR=""
-STEPS="env,install,tests,slow-tests,demos-quick,demos,bench"
+STEPS="env,install,tests,fused-tests,slow-tests,demos-quick,demos,bench,bench-fused"
 while [ $# -gt 0 ]; do
     case "$1" in
         --steps) STEPS="$2"; shift 2 ;;
         --steps=*) STEPS="${1#--steps=}"; shift ;;
         --no-install) STEPS="$(echo ",$STEPS," | sed 's/,install,/,/; s/^,//; s/,$//')"; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) LOG_DIR="$1"; shift ;;
     esac
 done
@@ -94,6 +100,13 @@ fi
 if wanted tests; then
     run tests "$PYTHON" -m pytest -q -ra
 fi
+# The opt-in fused kernels: their fused-vs-reference tests (tests/test_fused.py), then the
+# op, optimiser and model tests once more with the kernels on for every CUDA array.
+if wanted fused-tests; then
+    run fused-tests env MINIGEN_FUSED=1 "$PYTHON" -m pytest -q -ra tests/test_fused.py \
+        tests/test_activation.py tests/test_normalization.py tests/test_optim.py tests/test_layers.py \
+        tests/test_transformer_models.py
+fi
 if wanted slow-tests; then
     run slow-tests "$PYTHON" -m pytest -q -ra -m slow
 fi
@@ -119,6 +132,26 @@ fi
 if wanted bench; then
     run bench "$PYTHON" benchmarks/run.py --device cuda --out "$LOG_DIR/bench"
 fi
+if wanted bench-fused; then
+    run bench-fused "$PYTHON" benchmarks/run.py --device cuda --fused --out "$LOG_DIR/bench"
+    mkdir -p "$LOG_DIR/bench"
+    # Side by side, per case: the reference path (bench) and the fused kernels (bench-fused).
+    "$PYTHON" - "$LOG_DIR/bench" << 'EOF' | tee "$LOG_DIR/bench/fused_vs_unfused.md"
+import json, sys
+from pathlib import Path
+folder = Path(sys.argv[1])
+try:
+    plain, fused = (json.loads((folder / name).read_text()) for name in ("cuda.json", "cuda_fused.json"))
+except OSError as error:
+    sys.exit(f"no comparison: {error}")
+fused_ms = {r["case"]: r.get("minigen_ms") for r in fused["rows"]}
+print("| case | unfused (ms) | fused (ms) | fused speed-up |\n|---|---:|---:|---:|")
+for row in plain["rows"]:
+    a, b = row.get("minigen_ms"), fused_ms.get(row["case"])
+    cells = f"{a:.3f} | {b:.3f} | {a / b:.2f}×" if a and b else "failed | | "
+    print(f"| {row['case']} | {cells} |")
+EOF
+fi
 
 # ---------------------------------------------------------------------- summary
 {
@@ -137,4 +170,5 @@ fi
     done
 } | tee "$LOG_DIR/summary.md"
 [ -f "$LOG_DIR/bench/cuda.json" ] && echo "benchmark results: $LOG_DIR/bench/cuda.json"
+[ -f "$LOG_DIR/bench/cuda_fused.json" ] && echo "with the fused kernels: $LOG_DIR/bench/cuda_fused.json ($LOG_DIR/bench/fused_vs_unfused.md)"
 exit "$FAILED"

@@ -5,6 +5,7 @@
     python benchmarks/run.py --only conv              # rows whose name contains "conv"
     python benchmarks/run.py --threads 1 --clock cpu  # steady ratios on a busy machine
     python benchmarks/run.py --device cuda            # on the GPU (synchronised timings)
+    python benchmarks/run.py --device cuda --fused    # ... with the opt-in fused kernels (minigen.fused)
 
 Method: each case builds the same inputs for both libraries, checks that the results
 agree (so a fast wrong answer cannot pass), then times each library in turn: one
@@ -172,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         help="time with the wall clock (default) or this thread's CPU time (needs --threads 1; "
         "for busy machines, where waiting for the CPU would dominate the wall time)",
     )
+    parser.add_argument(
+        "--fused",
+        action="store_true",
+        help="switch on minigen's opt-in fused CUDA kernels (minigen.fused; they only act on --device cuda)",
+    )
     args = parser.parse_args(argv)
 
     global clock
@@ -181,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         clock = time.thread_time
     if args.threads is not None:
         limit_threads(args.threads)
+    if args.fused:
+        mg.fused.enable(True)
+    fused = mg.fused.is_enabled()  # also on with MINIGEN_FUSED=1: say so in the results
     if torch is not None:  # true float32 on both sides: PyTorch's cuDNN would otherwise use TF32 on a GPU
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -191,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     peak = gemm_peak_flops(args.device, n=1024 if args.quick else 2048)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} BLAS threads"
     machine += f", {args.clock} clock"
+    if fused:
+        machine += ", fused kernels on"
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"# minigen benchmarks on {args.device} ({machine})")
     if load is not None:  # other processes on the machine make every timing noisier
@@ -226,13 +237,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nLoad average after the run (1/5/15 min): {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.device.replace(':', '_')}{'_quick' if args.quick else ''}.json"
+    path = out / f"{args.device.replace(':', '_')}{'_fused' if fused else ''}{'_quick' if args.quick else ''}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(
         json.dumps(
             {
                 "device": args.device,
                 "quick": args.quick,
+                "fused": fused,
                 "machine": machine,
                 "load_average": load,
                 "gemm_peak_gflops": peak / 1e9,

@@ -4,7 +4,7 @@ Reading order: backend -> autograd -> tensor -> ops/ -> gradcheck -> nn/ -> opti
 """
 
 from minigen import autograd  # noqa: I001  (first: tensor.py imports it)
-from minigen import backend, cuda
+from minigen import backend, cuda, fused
 from minigen.autograd import Function, enable_grad, grad, is_grad_enabled, no_grad, set_grad_enabled
 from minigen.backend import Device, manual_seed
 from minigen.tensor import Tensor

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from minigen import backend
+from minigen import backend, fused
 from minigen.tensor import Tensor
 
 ParamsLike = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -221,11 +221,6 @@ class Adam(Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = p.grad.data
-                if wd != 0 and self.decoupled_weight_decay:
-                    p.data *= 1 - lr * wd  # AdamW: shrink θ directly, outside the moments
-                elif wd != 0:
-                    g = g + wd * p.data  # Adam: L2 penalty folded into the gradient
                 state = self.state.setdefault(p, {})
                 if not state:
                     state["step"] = 0
@@ -233,6 +228,25 @@ class Adam(Optimizer):
                     state["exp_avg_sq"] = Tensor(p.xp.zeros_like(p.data))
                 state["step"] += 1  # a Python int: bias corrections need no device read
                 m, v = state["exp_avg"].data, state["exp_avg_sq"].data
+                if fused.applies(p.data, p.grad.data, m, v):  # opt-in: the lines below as one CUDA kernel
+                    fused.adam_step(
+                        p.data,
+                        p.grad.data,
+                        m,
+                        v,
+                        lr=lr,
+                        betas=(beta1, beta2),
+                        eps=eps,
+                        weight_decay=wd,
+                        decoupled=self.decoupled_weight_decay,
+                        step=state["step"],
+                    )
+                    continue
+                g = p.grad.data
+                if wd != 0 and self.decoupled_weight_decay:
+                    p.data *= 1 - lr * wd  # AdamW: shrink θ directly, outside the moments
+                elif wd != 0:
+                    g = g + wd * p.data  # Adam: L2 penalty folded into the gradient
                 m *= beta1
                 m += (1 - beta1) * g
                 v *= beta2

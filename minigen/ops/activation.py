@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from minigen import backend
+from minigen import backend, fused
 from minigen.autograd import Function, is_grad_enabled
 from minigen.ops.elementwise import where
 from minigen.ops.normalization import sum_of_products
@@ -189,6 +189,9 @@ class Gelu(Function):
     def forward(self, x: Tensor):
         if x.dtype.kind != "f":
             raise TypeError(f"gelu: needs a floating-point tensor, got dtype {x.dtype}")
+        if fused.applies(x.data):  # opt-in CUDA kernel (minigen/fused.py); the lines below are its reference
+            self.saved = (x, None, None)  # Φ and φ are recomputed by the fused backward
+            return fused.gelu_forward(x.data)
         cdf, pdf = normal_cdf_pdf(x.data)
         self.saved = (x, cdf, pdf)
         return x.data * cdf
@@ -197,6 +200,8 @@ class Gelu(Function):
         x, cdf, pdf = self.saved
         if is_grad_enabled():  # create_graph: Φ and φ must be differentiable functions of x
             return grad * (NormalCDF.apply(x) + x * _pdf(x))
+        if cdf is None:  # the forward ran the fused kernel, so does the backward; below is its reference
+            return Tensor(fused.gelu_backward(x.data, grad.data))
         slope = x.data * pdf
         slope += cdf
         slope *= grad.data
@@ -335,6 +340,9 @@ class Softmax(Function):
     def forward(self, x: Tensor, dims: tuple[int, ...]):
         xp = x.xp
         self.dims = dims
+        if fused.applies(x.data):  # opt-in CUDA kernels (minigen/fused.py); the lines below are their reference
+            self.saved = fused.softmax_forward(x.data, dims)
+            return self.saved
         e = _shifted(x, dims)
         xp.exp(e, out=e)
         e *= 1.0 / e.sum(axis=dims, keepdims=True)
@@ -346,6 +354,8 @@ class Softmax(Function):
         if is_grad_enabled():  # create_graph: in minigen ops, so that s stays a function of x
             gs = grad * s
             return gs - s * gs.sum(dim=self.dims, keepdim=True)
+        if fused.applies(s.data, grad.data):  # opt-in CUDA kernels (minigen/fused.py); below is their reference
+            return Tensor(fused.softmax_backward(s.data, grad.data, self.dims))
         # The same formula as s ⊙ (g − Σⱼ gⱼsⱼ), in place on raw arrays: three passes, one new array.
         dx = grad.data - sum_of_products(grad.data, s.data, self.dims)
         dx *= s.data

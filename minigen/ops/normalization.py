@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from minigen import backend
+from minigen import backend, fused
 from minigen.autograd import Function, is_grad_enabled, no_grad
 from minigen.tensor import Tensor
 
@@ -39,7 +39,9 @@ class Normalize(Function):
     The backward has two versions of the same formula. While a graph is being recorded
     (``create_graph=True``) it is written in minigen ops, with x̂ and 1/σ recomputed from
     x so that they are differentiable too. Otherwise, and that is the common case, it
-    runs on the saved arrays, in place, which is about twice as fast.
+    runs on the saved arrays, in place, which is about twice as fast. On CUDA, with
+    ``minigen.fused`` switched on, the forward and that second backward run as fused
+    kernels instead, and the array code here is their reference.
     """
 
     __slots__ = ("dims", "eps", "param_shape", "affine")
@@ -59,6 +61,20 @@ class Normalize(Function):
             raise TypeError(f"normalization: needs a floating-point tensor, got dtype {x.dtype}")
         xp = x.xp
         self.dims, self.eps, self.param_shape, self.affine = dims, eps, param_shape, affine
+        stats = tuple(a for a in (mean, var) if a is not None)
+        if fused.applies(x.data, *(p.data for p in params), *stats):  # opt-in CUDA kernels; below: the reference
+            weight, bias = self._weight_bias(params)
+            xhat, y, rstd = fused.normalize_forward(
+                x.data,
+                dims,
+                eps,
+                weight=None if weight is None else weight.data.reshape(param_shape),
+                bias=None if bias is None else bias.data.reshape(param_shape),
+                mean=mean,
+                var=var,
+            )
+            self.saved = (x, params, xhat, rstd)
+            return y
         if mean is None:
             mean = x.data.mean(axis=dims, keepdims=True)
         xhat = x.data - mean
@@ -97,12 +113,16 @@ class Normalize(Function):
         dims, g = self.dims, grad.data
         grads = []
         if self.needs_grad[0]:
-            # dx = (g_γ − mean(g_γ) − x̂ ⊙ mean(g_γ ⊙ x̂)) / σ, computed in the buffer that holds g_γ
-            dx = g * weight.data.reshape(self.param_shape) if weight is not None else g.copy()
-            mean_g_w_xhat = sum_of_products(dx, xhat, dims) / _count(x.shape, dims)
-            dx -= dx.mean(axis=dims, keepdims=True)
-            dx -= xhat * mean_g_w_xhat
-            dx *= rstd
+            if fused.applies(g, xhat, *(p.data for p in params)):  # opt-in CUDA kernels; else: the reference
+                w = None if weight is None else weight.data.reshape(self.param_shape)
+                dx = fused.normalize_backward(g, xhat, rstd, w, dims)
+            else:
+                # dx = (g_γ − mean(g_γ) − x̂ ⊙ mean(g_γ ⊙ x̂)) / σ, computed in the buffer that holds g_γ
+                dx = g * weight.data.reshape(self.param_shape) if weight is not None else g.copy()
+                mean_g_w_xhat = sum_of_products(dx, xhat, dims) / _count(x.shape, dims)
+                dx -= dx.mean(axis=dims, keepdims=True)
+                dx -= xhat * mean_g_w_xhat
+                dx *= rstd
             grads.append(Tensor(dx))
         else:
             grads.append(None)
