@@ -246,38 +246,57 @@ def test_batch_chunks_agree(device, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "kernel,padding,dilation",
-    [(3, 1, 1), (5, 2, 1), (3, 0, 1), (1, 0, 1), (3, (2, 1), 2), ((2, 3), (1, 0), 1), (3, (2, 0), 1)],
+    "kernel,stride,padding,dilation",
+    [
+        (3, 1, 1, 1),  # "same": one gap column shared by neighbouring rows
+        (5, 1, 2, 1),
+        (1, 1, 0, 1),  # no gap at all
+        (3, 1, 4, 1),  # padding wider than the kernel reaches: outputs that read only zeros
+        (3, (2, 1), (2, 1), 2),
+        (4, 2, 1, 1),  # the DCGAN layers: four phases
+        ((2, 3), 3, (1, 0), 1),
+        (3, 2, 0, 2),
+    ],
 )
-def test_shifted_layout_agrees_with_strided_copies(device, monkeypatch, kernel, padding, dilation):
-    """The stride-1 fast path (``_shifted_im2col``), in batch chunks, gives the numbers of
-    the one-row-at-a-time im2col, in the forward pass and in every gradient."""
+def test_phase_grid_in_chunks_matches_direct_loops(device, monkeypatch, kernel, stride, padding, dilation):
+    """conv2d and conv_transpose2d through the phase grid (``_grid_im2col``/``_grid_col2im``),
+    one image per chunk and several per chunk, against the direct loops, with the same
+    gradients either way."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((5, 4, 6, 7))
+    x = rng.standard_normal((5, 4, 7, 6))
     kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     w = rng.standard_normal((6, 2, kh, kw))
-    pad = (padding, padding) if isinstance(padding, int) else padding
-    out_hw = [conv_output_size(n, k, 1, p, dilation) for n, k, p in zip((6, 7), (kh, kw), pad)]
+    s, pad, d = (_as_pair(v) for v in (stride, padding, dilation))
+    out_hw = [conv_output_size(n, k, si, pi, di) for n, k, si, pi, di in zip((7, 6), (kh, kw), s, pad, d)]
     g = rng.standard_normal((5, 6, *out_hw))
-    monkeypatch.setattr(conv_module, "CPU_CHUNK_ELEMENTS", 5000)  # 3×3: chunks of 2, 2 and 1 samples
-    fast_calls = []
-    fast_im2col = conv_module._shifted_im2col
-    monkeypatch.setattr(conv_module, "_shifted_im2col", lambda *args: fast_calls.append(1) or fast_im2col(*args))
+    extra = tuple(
+        n - ((o - 1) * si - 2 * pi + di * (k - 1) + 1)
+        for n, o, si, pi, di, k in zip((7, 6), out_hw, s, pad, d, (kh, kw))
+    )
     results = []
-    for shifted in (True, False):
-        if not shifted:
-            monkeypatch.setattr(conv_module, "_shifted_gaps", lambda *args: None)
-        fast_calls.clear()
+    for budget in (1, 4000, 1 << 30):  # one image per chunk; a few (with a remainder); everything at once
+        monkeypatch.setattr(conv_module, "CPU_CHUNK_ELEMENTS", budget)
         xs, ws = on(device, x), on(device, w)
-        y = conv2d(xs, ws, padding=padding, dilation=dilation, groups=2)
+        y = conv2d(xs, ws, stride=stride, padding=padding, dilation=dilation, groups=2)
         y.backward(on(device, g, requires_grad=False))
-        results.append([host(y), host(xs.grad), host(ws.grad)])
-        assert (len(fast_calls) > 0) == shifted
-    pad = (padding, padding) if isinstance(padding, int) else padding
-    expected_y = reference_conv2d(x, w, None, (1, 1), pad, (dilation, dilation), 2)
+        gs = on(device, g)  # conv_transpose2d maps y's shape back to x's (output_padding: the rows stride skips)
+        xt = conv_transpose2d(
+            gs, on(device, w), stride=stride, padding=padding, dilation=dilation, groups=2, output_padding=extra
+        )
+        results.append([host(y), host(xs.grad), host(ws.grad), host(xt)])
+    expected_y = reference_conv2d(x, w, None, s, pad, d, 2)
     np.testing.assert_allclose(results[0][0], expected_y, atol=1e-12)
-    for fast, plain in zip(*results):
-        np.testing.assert_allclose(fast, plain, atol=1e-12)
+    # conv_transpose2d is the adjoint of conv2d in x: ⟨conv2d(x), g⟩ = ⟨x, conv_transpose2d(g)⟩,
+    # so it is also ∂⟨y, g⟩/∂x, the gradient that backward computed.
+    np.testing.assert_allclose(np.sum(results[0][3] * x), np.sum(expected_y * g), rtol=1e-10)
+    np.testing.assert_allclose(results[0][3], results[0][1], atol=1e-12)
+    for other in results[1:]:
+        for a, b in zip(other, results[0]):
+            np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def _as_pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 # ---------------------------------------------------------------------- gradients

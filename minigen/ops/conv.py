@@ -22,19 +22,20 @@ and Y (C_out, N·H_out·W_out) is y with its batch axis moved. (On the CPU the b
 through in chunks of a few images, reusing one cache-sized ``cols`` buffer; with groups,
 W_mat and cols gain a group axis and each group is its own product.)
 
-**The shifted layout (stride 1).** Copying small images one short row at a time is
-slow, so for stride 1 (every "same" convolution, and every stride-1 backward pass)
-``_shifted_im2col`` first lays each channel out as one long row with zero gaps between
-image rows. Every kernel offset then reads the input at one fixed distance from the
-output pixel, so each row of ``cols`` is one contiguous slice; the gap columns are
-computed and discarded.
+**The phase grid (how cols is filled).** Copying one kernel offset of a small image
+goes one short image row at a time, which is slow. So ``_grid_im2col`` first lays out
+x, split into its s×s phases (stride 1: one phase, x itself), as one long row per
+channel with zero gaps between image rows. On that layout every output pixel reads a
+given kernel offset at the same fixed distance, so each row of ``cols`` is one
+contiguous slice (the padding reads land on the gap zeros), and the gap columns are
+computed and thrown away. ``_grid_col2im`` is its adjoint.
 
 **Backward.** The convolution is linear in x and in W, so both gradients are again
 convolutions:
 
 * ∂L/∂x = ``conv_transpose2d(g, W)``: the matrix product W_matᵀ · g spreads each output
   gradient back over its window, and **col2im** adds the k_H·k_W slices back into place
-  with strided ``+=`` (overlapping windows accumulate). With stride 1 the same thing is
+  (overlapping windows accumulate). With stride 1 the same thing is
   a plain convolution of g with the flipped kernel, which is what runs then;
 * ∂L/∂W = Σ_n g_n · cols_nᵀ (``Conv2dWeightGrad``), one (C_out × N·L)·(N·L × C_in·k_H·k_W)
   product per chunk;
@@ -105,138 +106,121 @@ def _window(start: int, stride: int, count: int) -> slice:
     return slice(start, start + stride * (count - 1) + 1, stride)
 
 
-def _im2col(x: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple, out: Any) -> Any:
-    """The im2col matrix: out[c, i, j, n, h, w] = x_pad[n, c, h·s + i·d, w·s + j·d].
-
-    ``out`` has shape (C, k_H, k_W, N, H_out, W_out), i.e. the (C·k_H·k_W) × (N·L) matrix
-    with one column per output pixel of every image. One strided-slice copy per kernel
-    offset fills it; the padding is never materialised: the entries that would read it
-    are set to zero instead.
-    """
-    h_in, w_in = x.shape[2:]
-    h_out, w_out = out_hw
-    for i in range(kernel[0]):
-        h0, h1, r = _span(i, stride[0], pad[0], dilation[0], h_in, h_out)
-        for j in range(kernel[1]):
-            w0, w1, q = _span(j, stride[1], pad[1], dilation[1], w_in, w_out)
-            dst = out[:, i, j].transpose(1, 0, 2, 3)  # an (N, C, H_out, W_out) view
-            if h1 == h0 or w1 == w0:
-                dst[...] = 0
-                continue
-            dst[:, :, h0:h1, w0:w1] = x[:, :, _window(r, stride[0], h1 - h0), _window(q, stride[1], w1 - w0)]
-            # Zero the border that reads padding (these slices are empty when there is none).
-            dst[:, :, :h0] = 0
-            dst[:, :, h1:] = 0
-            dst[:, :, h0:h1, :w0] = 0
-            dst[:, :, h0:h1, w1:] = 0
-    return out
-
-
-def _col2im(cols: Any, out: Any, stride: tuple, pad: tuple, dilation: tuple) -> Any:
-    """The adjoint of ``_im2col``: out[n, c, h·s + i·d − p, w·s + j·d − p] += cols[c, i, j, n, h, w].
-
-    Overlapping windows accumulate through one strided ``+=`` per kernel offset (no
-    scatter-add needed: within one offset no position repeats). Contributions that land
-    in the padding are dropped.
-    """
-    kh, kw, _, h_out, w_out = cols.shape[1:]
-    h_in, w_in = out.shape[2:]
-    for i in range(kh):
-        h0, h1, r = _span(i, stride[0], pad[0], dilation[0], h_in, h_out)
-        if h1 == h0:
-            continue
-        for j in range(kw):
-            w0, w1, q = _span(j, stride[1], pad[1], dilation[1], w_in, w_out)
-            if w1 == w0:
-                continue
-            src = cols[:, i, j].transpose(1, 0, 2, 3)[:, :, h0:h1, w0:w1]
-            out[:, :, _window(r, stride[0], h1 - h0), _window(q, stride[1], w1 - w0)] += src
-    return out
-
-
 def _batch_chunk(x: Any, per_sample: int) -> int:
     """How many samples go into one cols buffer."""
     budget = GPU_CHUNK_ELEMENTS if device_of(x).type == "cuda" else CPU_CHUNK_ELEMENTS
     return max(1, min(x.shape[0], budget // max(per_sample, 1)))
 
 
-def _shifted_gaps(x_hw: tuple, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple):
-    """The zero gaps (rows, columns) of the shifted layout, or None where it does not apply.
+def _axis_plan(n_in: int, k: int, stride: int, pad: int, dilation: int, n_out: int) -> tuple:
+    """One axis of the phase grid (see ``_grid_im2col``).
 
-    It applies to stride 1 with padding (before and after) no wider than the kernel's
-    reach, d(k − 1): then one gap of max(pad before, pad after) zeros, shared by
-    neighbouring rows (and images), is the padding of both sides.
+    Tap i reads input position o·s + i·d − p = s·(o + δᵢ) + aᵢ for output position o:
+    sample o + δᵢ of phase aᵢ (the inputs a, a + s, a + 2s, ...), with
+    aᵢ = (i·d − p) mod s and δᵢ = ⌊(i·d − p)/s⌋. Returns (phases aᵢ, shifts δᵢ, the
+    length of each phase, rows), where ``rows`` is the grid's length along this axis:
+    room for every output, every phase sample, and every read past either end, so
+    that a read outside the input lands on a zero of the gap and never on a sample of
+    the next row or image.
     """
-    if stride != (1, 1):
-        return None
-    gaps = []
-    for size, k, p, d, n_out in zip(x_hw, kernel, pad, dilation, out_hw):
-        after = n_out - 1 + d * (k - 1) - p - (size - 1)  # padding the last output position reads
-        if p < 0 or after < 0 or min(p, after) > d * (k - 1):
-            return None
-        gaps.append(max(p, after))
-    return tuple(gaps)
+    reads = [i * dilation - pad for i in range(k)]
+    phases = [r % stride for r in reads]
+    shifts = [r // stride for r in reads]
+    lengths = [len(range(a, n_in, stride)) for a in range(stride)]
+    rows = max(n_out, max(lengths), n_out + max(shifts), max(lengths) - min(shifts))
+    return phases, shifts, lengths, rows
 
 
-def _shifted_im2col(x: Any, kernel: tuple, pad: tuple, dilation: tuple, gaps: tuple, buffers: list) -> Any:
-    """im2col for stride 1 with long contiguous copies (the "shifted layout").
+def _grid_plan(x_hw: tuple, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple) -> tuple:
+    """Both axes' plans, for the convolution from an input of size ``x_hw`` to ``out_hw``."""
+    return tuple(_axis_plan(*args) for args in zip(x_hw, kernel, stride, pad, dilation, out_hw))
 
-    Lay every channel out as one long row: the images one after another, each image row
-    followed by ``gaps[1]`` zeros and each image followed by ``gaps[0]`` zero rows, so the
-    pitch is P = W + gaps[1] per row and R = H + gaps[0] rows per image. Output pixel
-    (n, h, w) gets column m = (n·R + h)·P + w, and the input it reads at kernel offset
-    (i, j) sits at the fixed distance (i·d − p_H)·P + (j·d − p_W) from m, for every pixel.
-    So row (c, i, j) of cols is one contiguous slice of the laid-out channel, and the
-    padding reads land in the zero gaps. The columns of the gaps (h ≥ H_out or w ≥ W_out)
-    are computed and thrown away: a few percent more matrix product for copies that run
-    at memory speed instead of one short row at a time.
 
-    ``buffers`` holds the laid-out input and cols from the previous chunk, for reuse.
-    Returns cols of shape (C, k_H, k_W, N·R·P).
+def _margins(plan: tuple, columns: int) -> tuple[int, int]:
+    """(lead, length) of a laid-out row: zeros before the first image for reads before
+    it, then ``columns`` grid positions, then room for the reads past the last one."""
+    (_, shifts_h, _, _), (_, shifts_w, _, pitch) = plan
+    first = min(shifts_h) * pitch + min(shifts_w)
+    last = max(shifts_h) * pitch + max(shifts_w)
+    lead = max(0, -first)
+    return lead, lead + columns + max(0, last)
+
+
+def _grid_im2col(x: Any, kernel: tuple, stride: tuple, plan: tuple, buffers: list) -> Any:
+    """im2col with long contiguous copies: cols[c, i, j, m] = x_pad[n, c, h·s + i·d, w·s + j·d]
+    for the output pixel (n, h, w) of grid column m = (n·R + h)·P + w.
+
+    Copying one kernel offset of small images is slow when it goes one short image row
+    at a time. So first each phase of x (the samples a, a + s, a + 2s, ... along each
+    axis; stride 1 has one phase, x itself) is laid out as one long row per channel:
+    images one after another, each on a grid of R rows of pitch P, with zeros in the
+    grid's gaps. On that layout output pixel m reads tap (i, j) at the fixed distance
+    δᵢ·P + δⱼ from m in phase (aᵢ, aⱼ) (``_axis_plan``), for every pixel at once: each
+    row of cols is one contiguous slice, and reads of the padding land on gap zeros.
+    The grid columns of the gaps (h ≥ H_out or w ≥ W_out) are computed and thrown away:
+    some more matrix product, for copies that run at memory speed.
+
+    ``buffers`` keeps the laid-out phases and cols from the previous chunk for reuse
+    (the gaps stay zero). Returns cols of shape (C, k_H, k_W, N·R·P).
     """
     xp = xp_of(x)
-    n, c, h, w = x.shape
-    rows, pitch = h + gaps[0], w + gaps[1]
-    lead = gaps[0] * pitch + gaps[1]  # zeros before the first pixel: the first image's top padding
-    reach = (dilation[0] * (kernel[0] - 1) - pad[0]) * pitch + dilation[1] * (kernel[1] - 1) - pad[1]
+    n, c = x.shape[:2]
+    (phases_h, shifts_h, lengths_h, rows), (phases_w, shifts_w, lengths_w, pitch) = plan
     columns = n * rows * pitch
-    length = lead + columns + max(reach, 0)  # the last columns read up to ``reach`` further
-    if not buffers or buffers[0].shape != (c, length):
-        buffers[:] = [xp.zeros((c, length), dtype=x.dtype), xp.empty((c, *kernel, columns), dtype=x.dtype)]
+    lead, length = _margins(plan, columns)
+    if not buffers or buffers[0].shape != (*stride, c, length):
+        buffers[:] = [xp.zeros((*stride, c, length), dtype=x.dtype), xp.empty((c, *kernel, columns), dtype=x.dtype)]
     laid_out, cols = buffers
-    laid_out[:, lead : lead + columns].reshape(c, n, rows, pitch)[:, :, :h, :w] = x.transpose(1, 0, 2, 3)
+    for a in sorted(set(phases_h)):
+        for b in sorted(set(phases_w)):
+            grid = laid_out[a, b, :, lead : lead + columns].reshape(c, n, rows, pitch)
+            grid[:, :, : lengths_h[a], : lengths_w[b]] = x[:, :, a :: stride[0], b :: stride[1]].transpose(1, 0, 2, 3)
     for i in range(kernel[0]):
         for j in range(kernel[1]):
-            start = lead + (i * dilation[0] - pad[0]) * pitch + (j * dilation[1] - pad[1])
-            cols[:, i, j] = laid_out[:, start : start + columns]
+            start = lead + shifts_h[i] * pitch + shifts_w[j]
+            cols[:, i, j] = laid_out[phases_h[i], phases_w[j], :, start : start + columns]
     return cols
+
+
+def _grid_col2im(cols: Any, out: Any, stride: tuple, plan: tuple) -> Any:
+    """The adjoint of ``_grid_im2col``: out[n, c, h·s + i·d − p, w·s + j·d − p] += cols[c, i, j, m].
+
+    Each kernel offset adds its row of cols, one contiguous slice, into the laid-out
+    phase it belongs to; then each phase goes back into every s-th position of ``out``.
+    Sums that land in the gaps (the padding) are dropped. ``cols`` must be zero in the
+    grid's gap columns.
+    """
+    xp = xp_of(cols)
+    c, kh, kw, columns = cols.shape
+    n = out.shape[0]
+    (phases_h, shifts_h, lengths_h, rows), (phases_w, shifts_w, lengths_w, pitch) = plan
+    lead, length = _margins(plan, columns)
+    laid_out = xp.zeros((*stride, c, length), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            start = lead + shifts_h[i] * pitch + shifts_w[j]
+            laid_out[phases_h[i], phases_w[j], :, start : start + columns] += cols[:, i, j]
+    for a in sorted(set(phases_h)):
+        for b in sorted(set(phases_w)):
+            grid = laid_out[a, b, :, lead : lead + columns].reshape(c, n, rows, pitch)
+            out[:, :, a :: stride[0], b :: stride[1]] = grid[:, :, : lengths_h[a], : lengths_w[b]].transpose(1, 0, 2, 3)
+    return out
 
 
 def _cols_chunks(x: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple):
     """Yield (start, stop, cols, grid) over batch chunks, reusing one cols buffer.
 
-    ``grid`` = (rows, pitch) says how each image's columns of cols are laid out: output
-    pixel (h, w) is column h·pitch + w of its image's rows·pitch columns. That is
-    (H_out, W_out) for the strided copies of ``_im2col``; the shifted layout has gaps.
+    ``grid`` = (R, P): output pixel (h, w) of an image is column h·P + w of that image's
+    R·P columns of cols (``_grid_im2col``).
     """
-    xp = xp_of(x)
     n, c = x.shape[:2]
-    gaps = _shifted_gaps(x.shape[2:], kernel, stride, pad, dilation, out_hw)
-    if gaps is None:
-        grid = out_hw
-    else:
-        grid = (x.shape[2] + gaps[0], x.shape[3] + gaps[1])
+    plan = _grid_plan(x.shape[2:], kernel, stride, pad, dilation, out_hw)
+    grid = (plan[0][3], plan[1][3])
     chunk = _batch_chunk(x, c * kernel[0] * kernel[1] * grid[0] * grid[1])
-    buffer, buffers = None, []
+    buffers: list = []
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        if gaps is not None:
-            yield start, stop, _shifted_im2col(x[start:stop], kernel, pad, dilation, gaps, buffers), grid
-            continue
-        shape = (c, *kernel, stop - start, *out_hw)
-        if buffer is None or buffer.shape != shape:
-            buffer = xp.empty(shape, dtype=x.dtype)
-        yield start, stop, _im2col(x[start:stop], kernel, stride, pad, dilation, out_hw, buffer), grid
+        yield start, stop, _grid_im2col(x[start:stop], kernel, stride, plan, buffers), grid
 
 
 # -------------------------------------------------------------- array-level kernels
@@ -302,7 +286,8 @@ def _conv_transpose2d_array(
 
     Stride 1: a transposed convolution is a plain convolution with the kernel flipped,
     its in/out channel axes swapped and padding d(k − 1) − p, which is cheaper than
-    col2im. Larger strides: cols = W_matᵀ · x per group and chunk, then col2im.
+    col2im. Larger strides: cols = W_matᵀ · x per group and chunk, then col2im
+    (``_grid_col2im``).
     """
     xp = xp_of(x)
     n, c_in, h, w_len = x.shape
@@ -313,15 +298,19 @@ def _conv_transpose2d_array(
         flipped = flipped.reshape(c_out, c_in // groups, kh, kw)
         flipped_pad = (dilation[0] * (kh - 1) - pad[0], dilation[1] * (kw - 1) - pad[1])
         return _conv2d_array(x, flipped, stride, flipped_pad, dilation, groups, out_hw)
+    # Stride > 1: cols = W_matᵀ · x per group, on the grid of x (zeros in its gaps), then col2im.
+    plan = _grid_plan(out_hw, (kh, kw), stride, pad, dilation, (h, w_len))  # the conv that maps y to x
+    rows, pitch = plan[0][3], plan[1][3]
     y = xp.zeros((n, c_out, *out_hw), dtype=x.dtype)
     w_t = w.reshape(groups, c_in // groups, c_group_out * kh * kw).swapaxes(-1, -2)  # (G, K, C_in/G)
-    chunk = _batch_chunk(x, c_out * kh * kw * h * w_len)
+    chunk = _batch_chunk(x, c_out * kh * kw * rows * pitch)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         b = stop - start
-        x_t = x[start:stop].transpose(1, 0, 2, 3).reshape(groups, c_in // groups, b * h * w_len)
-        cols = xp.matmul(w_t, x_t).reshape(c_out, kh, kw, b, h, w_len)
-        _col2im(cols, y[start:stop], stride, pad, dilation)
+        x_grid = xp.zeros((c_in, b, rows, pitch), dtype=x.dtype)
+        x_grid[:, :, :h, :w_len] = x[start:stop].transpose(1, 0, 2, 3)
+        cols = xp.matmul(w_t, x_grid.reshape(groups, c_in // groups, b * rows * pitch))
+        _grid_col2im(cols.reshape(c_out, kh, kw, b * rows * pitch), y[start:stop], stride, plan)
     return y
 
 
