@@ -113,6 +113,56 @@ def gemm_peak_flops(device: str, n: int = 2048) -> float:
     return 2 * n**3 / seconds
 
 
+def peak_extra_mib(fn: Callable[[], object], device: str, library: str) -> float | None:
+    """Peak memory one call of ``fn`` allocates on top of what was in use before it, in MiB,
+    or None where it cannot be measured (PyTorch's CPU allocations are invisible here).
+
+    * minigen on the CPU: ``tracemalloc``, which sees NumPy's array buffers;
+    * minigen on CUDA: a CuPy memory hook adding up the pool's mallocs and frees;
+    * PyTorch on CUDA: ``torch.cuda.max_memory_allocated``.
+    """
+    if library == "torch":
+        if not device.startswith("cuda") or torch is None or not torch.cuda.is_available():
+            return None
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    if device == "cpu":
+        import tracemalloc
+
+        tracemalloc.start()
+        try:
+            fn()
+            return tracemalloc.get_traced_memory()[1] / 2**20  # only what was allocated since start
+        finally:
+            tracemalloc.stop()
+    if device.startswith("cuda"):
+        import cupy
+
+        class PeakHook(cupy.cuda.MemoryHook):
+            name = "minigen_benchmark_peak"
+
+            def __init__(self) -> None:
+                self.in_use = self.peak = 0
+
+            def malloc_postprocess(self, **kwargs) -> None:
+                self.in_use += kwargs["mem_size"]
+                self.peak = max(self.peak, self.in_use)
+
+            def free_postprocess(self, **kwargs) -> None:
+                self.in_use -= kwargs["mem_size"]
+
+        hook = PeakHook()
+        with hook:
+            fn()
+            synchronize(device)
+        return hook.peak / 2**20
+    return None
+
+
 def run_case(case: Case, device: str, quick: bool) -> dict:
     row: dict = {"case": case.name, "level": case.level}
     mine, theirs, check = case.build(device, quick)
@@ -128,6 +178,13 @@ def run_case(case: Case, device: str, quick: bool) -> dict:
         row["ratio"] = row["minigen_ms"] / row["torch_ms"]
     if case.flops is not None:
         row["gflops"] = case.flops(quick) / (row["minigen_ms"] / 1e3) / 1e9
+    for library, fn in zip(("minigen", "torch"), fns):  # after the timing: the measuring slows the call
+        try:
+            row[f"{library}_peak_mib"] = peak_extra_mib(fn, device, library)
+        except Exception as error:  # a memory probe must never cost the row its timings
+            print(
+                f"  {case.name}: {library} peak memory not measured ({type(error).__name__}: {error})", file=sys.stderr
+            )
     if case.target is not None:
         row["target"] = case.target
         if "ratio" in row:
@@ -146,6 +203,9 @@ def best_of(previous: dict | None, row: dict, case: Case, quick: bool) -> dict:
         return row
     merged = dict(previous, rounds=previous["rounds"] + 1, seconds=previous["seconds"] + row["seconds"])
     merged["minigen_ms"] = min(previous["minigen_ms"], row["minigen_ms"])
+    for key in ("minigen_peak_mib", "torch_peak_mib"):  # allocation is deterministic: the latest will do
+        if row.get(key) is not None:
+            merged[key] = row[key]
     if "torch_ms" in row:
         merged["torch_ms"] = min(previous["torch_ms"], row["torch_ms"])
         merged["ratio"] = merged["minigen_ms"] / merged["torch_ms"]
@@ -158,20 +218,25 @@ def best_of(previous: dict | None, row: dict, case: Case, quick: bool) -> dict:
 
 def markdown(rows: list[dict], peak: float) -> str:
     lines = [
-        "| case | minigen (ms) | PyTorch (ms) | ratio | % of GEMM peak | target |",
-        "|---|---:|---:|---:|---:|---|",
+        "| case | minigen (ms) | PyTorch (ms) | ratio | % of GEMM peak | peak MiB minigen / PyTorch | target |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['case']} | FAILED: {r['error']} | | | | |")
+            lines.append(f"| {r['case']} | FAILED: {r['error']} | | | | | |")
             continue
+        memory = " / ".join(
+            "—" if r.get(key) is None else f"{r[key]:.1f}" for key in ("minigen_peak_mib", "torch_peak_mib")
+        )
         torch_ms = f"{r['torch_ms']:.3f}" if "torch_ms" in r else "—"
         ratio = f"{r['ratio']:.2f}×" if "ratio" in r else "—"
         peak_share = f"{100 * r['gflops'] * 1e9 / peak:.0f}%" if "gflops" in r else ""
         target = r.get("target", "")
         if "met" in r:
             target += " ✓" if r["met"] else " ✗"
-        lines.append(f"| {r['case']} | {r['minigen_ms']:.3f} | {torch_ms} | {ratio} | {peak_share} | {target} |")
+        lines.append(
+            f"| {r['case']} | {r['minigen_ms']:.3f} | {torch_ms} | {ratio} | {peak_share} | {memory} | {target} |"
+        )
     return "\n".join(lines)
 
 
