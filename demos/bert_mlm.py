@@ -27,14 +27,14 @@ whom in the last block, for one sentence) and metrics.json.
 from __future__ import annotations
 
 import numpy as np
-from common import LossLog, demo_arguments, write_metrics
+from common import demo_arguments, write_metrics
 from tqdm.auto import tqdm
 
 import minigen as mg
 import minigen.nn.functional as F
 from minigen.models.bert import BERT, mlm_mask
 from minigen.optim import AdamW, warmup_cosine
-from minigen.utils import heatmap, line_plot
+from minigen.utils import TrainingLog, heatmap, line_plot
 
 SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[MASK]"]
 COLOURS = ["red", "blue", "green", "yellow"]
@@ -105,7 +105,7 @@ def fine_tune(model: BERT, tokens: np.ndarray, labels: np.ndarray, steps: int, d
     optimizer = AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     schedule = warmup_cosine(optimizer, warmup_steps=steps // 10, total_steps=steps)
     rng = np.random.default_rng(seed)
-    log = LossLog(sync_every=50)  # losses reach the host every 50 steps, not every step
+    log = TrainingLog(sync_every=50)  # losses reach the host every 50 steps, not every step
     for _ in tqdm(range(steps), desc="fine-tune [CLS]", unit="step", leave=False):
         pick = rng.integers(0, len(tokens), size=32)
         logits = model.classify(model(mg.tensor(tokens[pick], device=device)))
@@ -114,8 +114,8 @@ def fine_tune(model: BERT, tokens: np.ndarray, labels: np.ndarray, steps: int, d
         loss.backward()
         optimizer.step()
         schedule.step()
-        log.record(loss)
-    return log.flush()
+        log.record({"loss": loss})
+    return log.flush()["loss"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = new_model()
     optimizer = AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     schedule = warmup_cosine(optimizer, warmup_steps=pretrain_steps // 10, total_steps=pretrain_steps)
-    log = LossLog(sync_every=50)
+    log = TrainingLog(sync_every=50)
     for _ in tqdm(range(pretrain_steps), desc="MLM pre-training", unit="step"):
         batch = corpus[rng.integers(0, len(corpus), size=32 if quick else 128)]
         inputs, targets = mlm_mask(mg.tensor(batch, device=args.device), len(VOCAB), MASK, [PAD, CLS, SEP])
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
         loss.backward()
         optimizer.step()
         schedule.step()
-        log.record(loss)
-    mlm_losses = log.flush()
+        log.record({"loss": loss})
+    mlm_losses = log.flush()["loss"]
 
     mlm_acc, targets, _ = masked_accuracy(model, held_out, args.device, seed=args.seed)
     # Unigram baseline: always answer the most frequent word of the training corpus.

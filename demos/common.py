@@ -42,36 +42,6 @@ def demo_arguments(name: str, description: str, argv: list[str] | None = None, e
     return args
 
 
-class LossLog:
-    """Per-step losses, kept on the device and copied to the host every ``sync_every`` steps.
-
-    ``loss.item()`` in every step would be a host sync: on a GPU, Python would wait for
-    every queued kernel each step. ``record(loss)`` keeps the detached device scalar
-    instead, and every ``sync_every`` steps the pending ones are stacked and copied over
-    in one transfer. ``values`` holds the host floats so far; ``flush()`` copies the rest.
-    """
-
-    def __init__(self, sync_every: int = 50) -> None:
-        self.sync_every = sync_every
-        self.values: list[float] = []
-        self._pending: list[mg.Tensor] = []
-
-    def record(self, loss: mg.Tensor) -> bool:
-        """Keep this step's loss; True when it synced (new values for a progress bar)."""
-        self._pending.append(loss.detach())
-        if len(self._pending) < self.sync_every:
-            return False
-        self.flush()
-        return True
-
-    def flush(self) -> list[float]:
-        """Copy the pending losses to the host (one transfer); returns all values so far."""
-        if self._pending:
-            self.values.extend(mg.stack(self._pending).numpy().tolist())
-            self._pending = []
-        return self.values
-
-
 def write_metrics(args: argparse.Namespace, metrics: dict[str, Any]) -> dict[str, Any]:
     """Write metrics.json (atomically) with the run's settings and wall time, print a summary."""
     metrics = dict(metrics)

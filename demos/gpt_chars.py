@@ -23,13 +23,13 @@ import math
 from pathlib import Path
 
 import numpy as np
-from common import LossLog, demo_arguments, write_metrics
+from common import demo_arguments, write_metrics
 from tqdm.auto import tqdm
 
 import minigen as mg
 from minigen.models.gpt import GPT
 from minigen.optim import AdamW, clip_grad_norm_, warmup_cosine
-from minigen.utils import ema, line_plot
+from minigen.utils import TrainingLog, ema, line_plot
 
 CORPUS = Path(__file__).resolve().parent.parent / "minigen" / "data" / "corpus.txt"
 BLOCK = 64
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = AdamW(model.parameters(), lr=2e-3, weight_decay=0.1)
     schedule = warmup_cosine(optimizer, warmup_steps=min(100, steps // 10), total_steps=steps)
     rng = np.random.default_rng(args.seed)
-    log, val_points = LossLog(sync_every=50), []  # train losses reach the host every 50 steps
+    log, val_points = TrainingLog(sync_every=50), []  # train losses reach the host every 50 steps
     eval_every = max(steps // 15, 10)
     progress = tqdm(range(steps), desc="char GPT", unit="step")
     for step in progress:
@@ -94,11 +94,11 @@ def main(argv: list[str] | None = None) -> dict:
         clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        log.record(loss)
+        log.record({"loss": loss})
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             val_points.append((step + 1, evaluate(model, val_ids, args.device)))
-            progress.set_postfix(train=f"{np.mean(log.flush()[-20:]):.3f}", val=f"{val_points[-1][1]:.3f}")
-    train_losses = log.flush()
+            progress.set_postfix(train=f"{np.mean(log.flush()['loss'][-20:]):.3f}", val=f"{val_points[-1][1]:.3f}")
+    train_losses = log.flush()["loss"]
 
     # Samples: start from the opening of a sonnet and let the model continue.
     model.eval()

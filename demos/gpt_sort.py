@@ -22,13 +22,13 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from common import LossLog, demo_arguments, write_metrics
+from common import demo_arguments, write_metrics
 from tqdm.auto import tqdm
 
 import minigen as mg
 from minigen.models.gpt import GPT
 from minigen.optim import AdamW, warmup_cosine
-from minigen.utils import heatmap, line_plot
+from minigen.utils import TrainingLog, heatmap, line_plot
 
 LENGTH, SYMBOLS = 6, 3
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = GPT(vocab_size=SYMBOLS, block_size=2 * LENGTH - 1, n_layers=3, n_heads=4, d_model=48).to(args.device)
     optimizer = AdamW(model.parameters(), lr=5e-3, weight_decay=0.01)
     schedule = warmup_cosine(optimizer, warmup_steps=steps // 10, total_steps=steps)
-    log = LossLog(sync_every=50)  # losses reach the host every 50 steps, not every step
+    log = TrainingLog(sync_every=50)  # losses reach the host every 50 steps, not every step
     for _ in tqdm(range(steps), desc="GPT sorting", unit="step"):
         batch = train[rng.integers(0, len(train), size=64)]
         x, y = with_sorted(batch)
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
         loss.backward()
         optimizer.step()
         schedule.step()
-        log.record(loss)
-    losses = log.flush()
+        log.record({"loss": loss})
+    losses = log.flush()["loss"]
 
     train_acc = exact_match(model, train, args.device)
     test_acc = exact_match(model, test, args.device)

@@ -25,14 +25,14 @@ training still produce some stray attention as the sequence grows).
 from __future__ import annotations
 
 import numpy as np
-from common import LossLog, demo_arguments, write_metrics
+from common import demo_arguments, write_metrics
 from tqdm.auto import tqdm
 
 import minigen as mg
 from minigen.models.gpt import GPT
 from minigen.ops.rope import rope
 from minigen.optim import AdamW, warmup_cosine
-from minigen.utils import heatmap, line_plot
+from minigen.utils import TrainingLog, heatmap, line_plot
 
 VOCAB, TRAIN_LEN, OFFSET = 16, 32, 3
 EVAL_LENGTHS = (16, 32, 48, 64, 96, 128)
@@ -58,7 +58,7 @@ def train(model: GPT, steps: int, device: str, seed: int, desc: str) -> list[flo
     rng = np.random.default_rng(seed)
     optimizer = AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     schedule = warmup_cosine(optimizer, warmup_steps=steps // 10, total_steps=steps)
-    log = LossLog(sync_every=50)  # losses reach the host every 50 steps, not every step
+    log = TrainingLog(sync_every=50)  # losses reach the host every 50 steps, not every step
     for _ in tqdm(range(steps), desc=desc, unit="step"):
         x, y = copy_back_batch(32, TRAIN_LEN, rng)
         loss = model.loss(mg.tensor(x, device=device), mg.tensor(y, device=device))
@@ -66,8 +66,8 @@ def train(model: GPT, steps: int, device: str, seed: int, desc: str) -> list[flo
         loss.backward()
         optimizer.step()
         schedule.step()
-        log.record(loss)
-    return log.flush()
+        log.record({"loss": loss})
+    return log.flush()["loss"]
 
 
 def accuracy_by_position(model: GPT, length: int, device: str, seed: int, batch: int = 64) -> np.ndarray:

@@ -16,7 +16,7 @@ let the tokens attend to each other, and the [CLS] vector is classified. Picture
 from __future__ import annotations
 
 import numpy as np
-from common import LossLog, demo_arguments, write_metrics
+from common import demo_arguments, write_metrics
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -25,7 +25,7 @@ import minigen.nn.functional as F
 from minigen.data import DataLoader, load_digits
 from minigen.models.vit import ViT
 from minigen.optim import AdamW, warmup_cosine
-from minigen.utils import colormap, line_plot, save_image_grid
+from minigen.utils import TrainingLog, colormap, line_plot, save_image_grid
 
 IMAGE, PATCH = 16, 4
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
     schedule = warmup_cosine(optimizer, warmup_steps=min(100, total_steps // 5), total_steps=total_steps)
 
-    log, accuracies = LossLog(sync_every=50), []  # losses reach the host every 50 steps
+    log, accuracies = TrainingLog(sync_every=50), []  # losses reach the host every 50 steps
     progress = tqdm(total=total_steps, desc="ViT on digits", unit="step")
     for epoch in range(epochs):
         for images, labels in loader:
@@ -109,13 +109,13 @@ def main(argv: list[str] | None = None) -> dict:
             loss.backward()
             optimizer.step()
             schedule.step()
-            if log.record(loss):
-                progress.set_postfix(loss=f"{log.values[-1]:.3f}")
+            if log.record({"loss": loss}):
+                progress.set_postfix(loss=f"{log.history['loss'][-1]:.3f}")
             progress.update(1)
         accuracies.append(evaluate(model, test.images, test.labels, args.device))
         progress.write(f"epoch {epoch + 1}: test accuracy {accuracies[-1]:.4f}")
     progress.close()
-    losses = log.flush()
+    losses = log.flush()["loss"]
 
     # Pictures: where [CLS] looks, the learned position embeddings, the training curves.
     shown = test.images[:16]

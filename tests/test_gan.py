@@ -324,7 +324,8 @@ def test_unknown_loss_is_rejected():
 def test_training_log_syncs_every_n_steps():
     log = TrainingLog(sync_every=3)
     for step in range(7):
-        log.record({"d_loss": mg.tensor(float(step)), "g_loss": mg.tensor(-float(step))})
+        synced = log.record({"d_loss": mg.tensor(float(step)), "g_loss": mg.tensor(-float(step))})
+        assert synced == (step % 3 == 2)  # True exactly on the steps that copied to the host
         if step == 1:
             assert log.history == {}  # nothing copied to the host yet
     assert log.history["d_loss"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]

@@ -18,7 +18,7 @@ Contents (reading order):
   ``wasserstein_generator_loss`` and ``gradient_penalty``; the R1 penalty ``r1_penalty``;
 * training: ``discriminator_step``, ``generator_step`` and ``train_step`` (Goodfellow's
   Algorithm 1: k discriminator steps, then one generator step), ``update_ema`` (an
-  averaged generator for sampling) and ``TrainingLog``;
+  averaged generator for sampling) and ``TrainingLog`` (from ``minigen.utils``);
 * networks: ``MLPGenerator`` / ``MLPDiscriminator`` (toy 2-D data or flattened images),
   ``DCGANGenerator`` / ``DCGANDiscriminator`` (with a PatchGAN option), both
   optionally conditional on a class label (``LabelChannel``).
@@ -33,6 +33,7 @@ import minigen as mg
 import minigen.nn as nn
 import minigen.nn.functional as F
 from minigen.tensor import Tensor
+from minigen.utils.training_log import TrainingLog  # noqa: F401  (part of this module's API)
 
 LOSSES = ("nonsaturating", "saturating", "wgan-gp")
 
@@ -290,42 +291,6 @@ def update_ema(average: nn.Module, model: nn.Module, decay: float = 0.995) -> No
             p_avg.data += (1.0 - decay) * p.data
         for b_avg, b in zip(average.buffers(), model.buffers()):
             b_avg.data[...] = b.data
-
-
-class TrainingLog:
-    """Per-step training statistics, with one host sync every ``sync_every`` steps.
-
-    ``record(stats)`` keeps the step's device scalars as they are (reading a GPU value
-    waits for the GPU); every ``sync_every`` steps they are stacked and copied to the
-    host in one transfer per statistic. ``history[name]`` is then a list of floats,
-    one per step, for loss curves and for watching D(x) and D(G(z)): D(G(z)) stuck near
-    0 means G gets no signal, a D loss near 0 means D wins outright.
-    """
-
-    def __init__(self, sync_every: int = 50) -> None:
-        self.sync_every = sync_every
-        self.history: dict[str, list[float]] = {}
-        self._pending: dict[str, list[Tensor]] = {}
-        self._count = 0
-
-    def record(self, stats: dict[str, Tensor]) -> None:
-        for name, value in stats.items():
-            self._pending.setdefault(name, []).append(value.detach().reshape(()))
-        self._count += 1
-        if self._count % self.sync_every == 0:
-            self.flush()
-
-    def flush(self) -> None:
-        """Copy all pending values to the host (the only sync)."""
-        for name, values in self._pending.items():
-            if values:
-                self.history.setdefault(name, []).extend(float(v) for v in mg.stack(values).numpy())
-        self._pending = {name: [] for name in self._pending}
-
-    def last(self, name: str, window: int = 50) -> float:
-        """The mean of the last ``window`` synced values of ``name`` (for progress bars)."""
-        values = self.history.get(name, [])[-window:]
-        return sum(values) / len(values) if values else float("nan")
 
 
 # ========================================================================== networks

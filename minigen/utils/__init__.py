@@ -1,4 +1,6 @@
-"""Pictures without matplotlib: image grids, GIFs and simple charts, all drawn with Pillow.
+"""Pictures without matplotlib: image grids, GIFs and simple charts, all drawn with Pillow;
+the computation graph (``draw_graph``); and ``TrainingLog``, for training curves
+without a host sync in every step.
 
 Every writer creates parent folders and writes atomically (temporary file, then
 ``os.replace``), so an interrupted run never leaves a half-written picture.
@@ -7,10 +9,12 @@ Every writer creates parent folders and writes atomically (temporary file, then
 from minigen.utils.graph import draw_graph
 from minigen.utils.images import atomic_write, make_grid, save_gif, save_image_grid, save_pil, to_numpy
 from minigen.utils.plots import COLORMAPS, PALETTE, bar_chart, colormap, ema, heatmap, line_plot, scatter_plot
+from minigen.utils.training_log import TrainingLog
 
 __all__ = [
     "COLORMAPS",
     "PALETTE",
+    "TrainingLog",
     "atomic_write",
     "bar_chart",
     "colormap",
