@@ -307,4 +307,9 @@ def random_integers(low: int, high: int, shape: tuple[int, ...], device: Any) ->
 def random_permutation(n: int, device: Any = "cpu") -> Any:
     """A random permutation of range(n) on ``device``."""
     device = Device(device)
-    return _on(device, generator(device).permutation(n))
+    gen = generator(device)
+    if hasattr(gen, "permutation"):
+        return _on(device, gen.permutation(n))
+    # CuPy's Generator may lack permutation(): the order that sorts n uniform draws is a
+    # uniformly random permutation (a tie among float64 draws is all but impossible).
+    return _on(device, gen.random(n, dtype=np.float64).argsort())

@@ -82,3 +82,29 @@ def test_module_to_numpy_is_the_only_way_back():
     t = mg.ones(2, device="standin")
     assert isinstance(t.numpy(), np.ndarray)
     assert t.sum().item() == 2.0
+
+
+@pytest.mark.parametrize("device", ["cpu", "standin"])
+def test_randperm_is_a_seeded_permutation_on_every_device(device):
+    mg.manual_seed(3)
+    first = backend.asnumpy(mg.randperm(50, device=device).data)
+    mg.manual_seed(3)
+    again = backend.asnumpy(mg.randperm(50, device=device).data)
+    assert sorted(first.tolist()) == list(range(50))
+    np.testing.assert_array_equal(first, again)
+
+
+def test_randperm_without_a_permutation_method_sorts_uniform_draws(monkeypatch):
+    """CuPy's Generator may have no permutation(); the fallback must still give one."""
+
+    class DrawsOnly:  # a generator that can only draw uniform numbers, like the fallback expects
+        def __init__(self) -> None:
+            self._rng = np.random.default_rng(7)
+
+        def random(self, size, dtype):
+            return self._rng.random(size, dtype=dtype)
+
+    monkeypatch.setitem(backend._generators, backend.Device("cpu"), DrawsOnly())
+    order = backend.random_permutation(1000, "cpu")
+    assert sorted(order.tolist()) == list(range(1000))
+    assert not np.array_equal(order, np.arange(1000))  # shuffled, not the identity
