@@ -207,6 +207,16 @@ def _grid_col2im(cols: Any, out: Any, stride: tuple, plan: tuple) -> Any:
     return out
 
 
+def _channels_first_on_grid(a: Any, grid: tuple) -> Any:
+    """a (b, C, H, W) as (C, b, R, P): channels first, each image in the top-left corner of
+    its R × P grid, zeros in the gaps (a view when the grid is the image itself)."""
+    if tuple(a.shape[2:]) == tuple(grid):
+        return a.transpose(1, 0, 2, 3)
+    laid_out = xp_of(a).zeros((a.shape[1], a.shape[0], *grid), dtype=a.dtype)
+    laid_out[:, :, : a.shape[2], : a.shape[3]] = a.transpose(1, 0, 2, 3)
+    return laid_out
+
+
 def _cols_chunks(x: Any, kernel: tuple, stride: tuple, pad: tuple, dilation: tuple, out_hw: tuple):
     """Yield (start, stop, cols, grid) over batch chunks, reusing one cols buffer.
 
@@ -259,11 +269,7 @@ def _conv_and_weight_grad(
             y[start:stop] = product[:, :, : out_hw[0], : out_hw[1]].transpose(1, 0, 2, 3)
         if g is not None:  # (G, C_out/G, columns) @ (G, columns, K), g laid out on cols' grid
             c_out = g.shape[1]
-            if grid == tuple(out_hw):
-                g_t = g[start:stop].transpose(1, 0, 2, 3)
-            else:  # zeros in the gap columns, so that they add nothing
-                g_t = xp.zeros((c_out, b, *grid), dtype=g.dtype)
-                g_t[:, :, : out_hw[0], : out_hw[1]] = g[start:stop].transpose(1, 0, 2, 3)
+            g_t = _channels_first_on_grid(g[start:stop], grid)  # zeros in the gap columns: they add nothing
             part = xp.matmul(g_t.reshape(groups, c_out // groups, columns), cols.swapaxes(-1, -2))
             if dw is None:
                 dw = part
@@ -307,8 +313,7 @@ def _conv_transpose2d_array(
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         b = stop - start
-        x_grid = xp.zeros((c_in, b, rows, pitch), dtype=x.dtype)
-        x_grid[:, :, :h, :w_len] = x[start:stop].transpose(1, 0, 2, 3)
+        x_grid = _channels_first_on_grid(x[start:stop], (rows, pitch))
         cols = xp.matmul(w_t, x_grid.reshape(groups, c_in // groups, b * rows * pitch))
         _grid_col2im(cols.reshape(c_out, kh, kw, b * rows * pitch), y[start:stop], stride, plan)
     return y
