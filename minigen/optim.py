@@ -97,13 +97,26 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore settings and per-parameter state; tensors move to each parameter's device."""
+        """Restore settings and per-parameter state; tensors move to each parameter's device.
+
+        Everything is checked before anything changes: the number of groups and of
+        parameters in each, the parameter indices, and the shape of every state tensor
+        (momentum buffers, Adam's moments) against its parameter. A state dict saved for
+        another model raises here, naming the parameter, not at the next ``step()``,
+        and leaves the optimiser as it was.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, dict) or "param_groups" not in state_dict or "state" not in state_dict:
+            found = sorted(map(str, state_dict)) if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise ValueError(
+                f"{where}: expected the dict from optimizer.state_dict(), with 'state' and 'param_groups'; got {found}"
+            )
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups) or any(
             len(g["params"]) != len(mine["params"]) for g, mine in zip(groups, self.param_groups)
         ):
             raise ValueError(
-                f"{type(self).__name__}.load_state_dict: the saved parameter groups "
+                f"{where}: the saved parameter groups "
                 f"{[len(g['params']) for g in groups]} do not match this optimiser's "
                 f"{[len(g['params']) for g in self.param_groups]}"
             )
@@ -111,19 +124,41 @@ class Optimizer:
         for saved, mine in zip(groups, self.param_groups):
             for index, p in zip(saved["params"], mine["params"]):
                 params_by_index[int(index)] = p
+
+        new_state: dict[Tensor, dict[str, Any]] = {}
+        problems = []
+        for index, saved_state in state_dict["state"].items():
+            p = params_by_index.get(int(index))
+            if p is None:
+                problems.append(
+                    f"state for parameter {index}, but the groups hold parameters 0..{len(params_by_index) - 1}"
+                )
+                continue
+            new_state[p] = {}
+            for key, value in saved_state.items():
+                if isinstance(value, Tensor) or (hasattr(value, "shape") and hasattr(value, "dtype")):
+                    data = value.data if isinstance(value, Tensor) else value
+                    if tuple(data.shape) != tuple(p.shape):
+                        problems.append(
+                            f"parameter {index} has shape {tuple(p.shape)} but its state {key!r} has shape "
+                            f"{tuple(data.shape)}"
+                        )
+                        continue
+                    data = backend.to_device(data, p.device)
+                    # Floating-point state follows the parameter's dtype.
+                    value = Tensor(data.astype(p.dtype) if data.dtype.kind == "f" else data.copy())
+                new_state[p][key] = value
+        if problems:
+            raise ValueError(
+                f"{where}: the saved state does not fit this optimiser's parameters (nothing was loaded):\n  "
+                + "\n  ".join(problems)
+            )
+
+        for saved, mine in zip(groups, self.param_groups):
             for key, value in saved.items():
                 if key != "params":
                     mine[key] = tuple(value) if isinstance(value, list) else value
-        self.state = {}
-        for index, saved_state in state_dict["state"].items():
-            p = params_by_index[int(index)]
-            self.state[p] = {}
-            for key, value in saved_state.items():
-                if isinstance(value, Tensor):
-                    data = backend.to_device(value.data, p.device)
-                    # Floating-point state follows the parameter's dtype.
-                    value = Tensor(data.astype(p.dtype) if data.dtype.kind == "f" else data.copy())
-                self.state[p][key] = value
+        self.state = new_state
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]

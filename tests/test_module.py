@@ -251,6 +251,36 @@ def test_load_state_dict_reports_every_problem_in_one_error() -> None:
     assert result.missing_keys == ["first.c", "blocks.1.A"] and result.unexpected_keys == ["extra.weight"]
 
 
+@pytest.mark.parametrize(
+    ("bad_value", "says"),
+    [
+        ("three", "dtype <U5 is not numeric"),
+        (np.array(2.5), "not whole numbers cannot be loaded into int64"),
+        (np.array(np.nan), "not whole numbers"),
+        (np.array(1 + 2j), "imaginary part"),
+    ],
+)
+def test_load_state_dict_is_all_or_nothing_when_the_last_entry_is_unusable(bad_value, says) -> None:
+    net = Net()
+    before = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+    state = {k: mg.full(tuple(v.shape), 9.0, dtype=v.dtype) for k, v in Net().state_dict().items()}
+    last = list(state)[-1]
+    assert last == "blocks.1.calls"  # every other entry would be copied before this one
+    state[last] = bad_value
+    with pytest.raises(RuntimeError, match=f"nothing was loaded(.|\n)*unusable values: blocks.1.calls: .*{says}"):
+        net.load_state_dict(state)
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k])
+    state[last] = np.array(4.0)  # a whole number stored as a float is fine
+    net.load_state_dict(state)
+    assert net.blocks[1].calls.item() == 4 and net.blocks[1].calls.dtype == np.int64
+
+
+def test_load_state_dict_refuses_something_that_is_not_a_dict() -> None:
+    with pytest.raises(TypeError, match="expected a dict of name -> tensor.*got list"):
+        Net().load_state_dict([mg.ones(1)])
+
+
 def test_sequential_indexing_slicing_and_forward() -> None:
     a, b, c = Affine(3, 4), Affine(4, 4), Affine(4, 2)
     seq = nn.Sequential(a, b, c)

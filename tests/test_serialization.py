@@ -149,3 +149,185 @@ def test_missing_corrupt_and_truncated_files_raise_errors_naming_the_path(tmp_pa
     corrupt.write_bytes(bytes(flipped))
     with pytest.raises(CheckpointError, match="corrupt.npz"):
         serialization.load(corrupt)
+
+
+# ------------------------------------------------------------- a file's protections
+def test_save_refuses_to_replace_a_read_only_checkpoint(tmp_path) -> None:
+    path = tmp_path / "model.npz"
+    serialization.save({"w": mg.ones(2)}, path)
+    os.chmod(path, 0o444)
+    with pytest.raises(PermissionError, match="model.npz.*read-only"):
+        serialization.save({"w": mg.zeros(2)}, path)
+    np.testing.assert_array_equal(serialization.load(path)["w"].numpy(), np.ones(2))
+    assert os.stat(path).st_mode & 0o777 == 0o444
+    assert os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_save_into_a_missing_folder_names_the_folder_not_a_temporary_file(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="the folder .*nowhere.* does not exist") as error:
+        serialization.save({"w": mg.ones(2)}, tmp_path / "nowhere" / "model.npz")
+    assert ".tmp" not in str(error.value)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        serialization.save({"w": mg.ones(2)}, tmp_path)
+
+
+def test_save_writes_through_a_symlink_to_its_target(tmp_path) -> None:
+    real = tmp_path / "store" / "model.npz"
+    real.parent.mkdir()
+    serialization.save({"w": mg.ones(2)}, real)
+    os.chmod(real, 0o640)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(real)
+    serialization.save({"w": mg.full((2,), 7.0)}, link)
+    assert link.is_symlink() and os.readlink(link) == str(real)  # the link is still a link
+    np.testing.assert_array_equal(serialization.load(real)["w"].numpy(), [7.0, 7.0])
+    assert os.stat(real).st_mode & 0o777 == 0o640
+    assert sorted(os.listdir(real.parent)) == ["model.npz"]  # written beside the target, no temporary left
+
+
+def test_a_self_containing_structure_is_refused_clearly(tmp_path) -> None:
+    loop: list = [mg.ones(1)]
+    loop.append(loop)
+    with pytest.raises(ValueError, match="nested more than 100 levels.*contain itself"):
+        serialization.save({"loop": loop}, tmp_path / "x.npz")
+    assert not os.listdir(tmp_path)
+
+
+_KILLED_SAVER = """
+import sys, time, numpy as np
+import minigen as mg
+from minigen import serialization
+def slow_savez(file, **arrays):
+    file.write(b"PK\\x03\\x04" + b"x" * 1_000_000)
+    file.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+serialization.np.savez = slow_savez
+serialization.save({"w": mg.zeros(4)}, sys.argv[1])
+"""
+
+
+def test_temporaries_of_a_killed_save_are_removed_by_the_next_save(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.npz"
+    serialization.save({"w": mg.ones(4)}, path)
+    saver = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_SAVER, str(path)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")},
+    )
+    try:
+        assert saver.stdout.readline() == b"writing\n"
+    finally:
+        saver.send_signal(signal.SIGKILL)
+        saver.wait()
+    assert len([n for n in os.listdir(tmp_path) if n.endswith(".tmp")]) == 1  # the killed save's
+    # An older leftover as well (the name mkstemp gives): it is no one's, so it goes too.
+    (tmp_path / "model.npz.ab3_x9q0.tmp").write_bytes(b"PK half")
+    (tmp_path / "other.npz.ab3_x9q0.tmp").write_bytes(b"another file's")  # not this target's: kept
+    np.testing.assert_array_equal(serialization.load(path)["w"].numpy(), np.ones(4))  # still intact
+
+    serialization.save({"w": mg.full((4,), 2.0)}, path)
+    assert sorted(os.listdir(tmp_path)) == ["model.npz", "other.npz.ab3_x9q0.tmp"]
+    np.testing.assert_array_equal(serialization.load(path)["w"].numpy(), np.full(4, 2.0))
+
+
+@pytest.mark.skipif(serialization.fcntl is None, reason="needs POSIX file locks")
+def test_the_temporary_of_a_save_in_progress_is_left_alone(tmp_path) -> None:
+    path = tmp_path / "model.npz"
+    descriptor, in_progress = serialization._locked_temporary(str(path))  # another save, still writing
+    try:
+        serialization.save({"w": mg.ones(2)}, path)
+        assert os.path.exists(in_progress)
+    finally:
+        os.close(descriptor)
+    serialization.save({"w": mg.ones(2)}, path)  # now its lock is gone: a leftover
+    assert os.listdir(tmp_path) == ["model.npz"]
+
+
+# ------------------------------------------------------------ files that are not checkpoints
+def test_a_pytorch_checkpoint_is_named_as_one(tmp_path) -> None:
+    import zipfile
+
+    path = tmp_path / "model.pt"  # torch.save's layout: a zip holding a pickle and raw storages
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("model/data/0", b"\x00\x00\x80?" * 2)
+        archive.writestr("model/version", b"3\n")
+    with pytest.raises(CheckpointError, match="model.pt.*PyTorch checkpoint.*torch.save"):
+        serialization.load(path)
+    other = tmp_path / "notes.zip"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("readme.txt", b"hello")
+    with pytest.raises(CheckpointError, match="notes.zip.*zip archive but not an .npz.*readme.txt"):
+        serialization.load(other)
+
+
+def test_a_real_torch_file_is_refused(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    with pytest.raises(CheckpointError, match="PyTorch checkpoint"):
+        serialization.load(path)
+    torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="pickle") as error:
+        serialization.load(path)
+    assert "allow_pickle" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"", "empty"),
+        (bytes(range(256)) * 4, "starts with the bytes 00 01 02"),
+        (b"\x80\x04\x95 pickled", "pickle"),
+        (b"\x1f\x8b\x08\x00 gzip", "gzip"),
+    ],
+)
+def test_random_bytes_say_what_the_file_is_without_numpys_pickle_advice(tmp_path, content, says) -> None:
+    path = tmp_path / "mystery.npz"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=f"mystery.npz.*{says}") as error:
+        serialization.load(path)
+    assert "allow_pickle" not in str(error.value)
+
+
+def test_a_single_npy_array_and_an_object_array_are_refused_clearly(tmp_path) -> None:
+    single = tmp_path / "array.npz"
+    with open(single, "wb") as handle:
+        np.save(handle, np.arange(3))
+    with pytest.raises(CheckpointError, match="single NumPy array"):
+        serialization.load(single)
+    pickled = tmp_path / "objects.npz"
+    np.savez(pickled, a=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(CheckpointError, match="pickled Python objects") as error:
+        serialization.load(pickled)
+    assert "allow_pickle" not in str(error.value)
+
+
+def test_a_header_nested_100000_levels_deep_is_a_clear_error(tmp_path) -> None:
+    depth = 100_000
+    header = '{"format": "minigen", "version": 1, "structure": ' + '{"list": [' * depth + "]}" * depth + "}"
+    path = tmp_path / "deep.npz"
+    np.savez(path, **{serialization.HEADER_KEY: np.array(header)})
+    with pytest.raises(CheckpointError, match="deep.npz.*nested more than 100 levels"):
+        serialization.load(path)
+    # Deep enough to parse, deeper than any checkpoint: refused by the decoder's bound.
+    header = '{"format": "minigen", "version": 1, "structure": ' + '{"list": [' * 150 + "]}" * 150 + "}"
+    np.savez(path, **{serialization.HEADER_KEY: np.array(header)})
+    with pytest.raises(CheckpointError, match="nested more than 100 levels"):
+        serialization.load(path)
+
+
+def test_a_header_from_a_newer_format_or_another_program_is_refused(tmp_path) -> None:
+    path = tmp_path / "future.npz"
+    header = '{"format": "minigen", "version": 99, "structure": {"value": 1}}'
+    np.savez(path, **{serialization.HEADER_KEY: np.array(header)})
+    with pytest.raises(CheckpointError, match="version 99.*up to 1"):
+        serialization.load(path)
+    np.savez(path, **{serialization.HEADER_KEY: np.array('["not", "a", "header"]')})
+    with pytest.raises(CheckpointError, match="does not describe a minigen checkpoint"):
+        serialization.load(path)

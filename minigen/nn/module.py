@@ -18,7 +18,7 @@ The names and behaviour follow PyTorch, so code ports both ways.
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from minigen import backend
@@ -54,6 +54,35 @@ def _moved(data: Any, device: Device | None, dtype: Any) -> Any:
     if device is not None:
         data = backend.to_device(data, device)
     return data
+
+
+class _ShapeMismatch(ValueError):
+    """A state-dict value whose shape differs from the entry it would replace."""
+
+
+def _loadable_array(value: Any, target: Tensor) -> Any:
+    """``value`` as an array for ``target``: same shape, on its device, in its dtype.
+
+    Raises ``_ShapeMismatch`` for a wrong shape and ``TypeError``/``ValueError`` for a
+    value that would not survive the conversion (text, complex into real, a fractional
+    or non-finite number into an integer buffer).
+    """
+    array = value.data if isinstance(value, Tensor) else value
+    if not hasattr(array, "shape") or not hasattr(array, "dtype"):  # a Python number or list
+        array = backend.xp_for("cpu").asarray(array)
+    if tuple(array.shape) != tuple(target.shape):
+        raise _ShapeMismatch(f"checkpoint {tuple(array.shape)}, model {tuple(target.shape)}")
+    source, wanted = array.dtype, target.dtype
+    if source.kind not in "biufc":
+        raise TypeError(f"dtype {source} is not numeric, the model's entry is {wanted}")
+    if source.kind == "c" and wanted.kind != "c":
+        raise TypeError(f"complex values ({source}) would lose their imaginary part in {wanted}")
+    array = backend.to_device(array, target.device)
+    if source.kind in "fc" and wanted.kind in "biu":
+        xp = backend.xp_of(array)
+        if array.size and not bool(xp.all(xp.isfinite(array) & (array == xp.round(array)))):
+            raise ValueError(f"{source} values that are not whole numbers cannot be loaded into {wanted}")
+    return array.astype(wanted, copy=False)
 
 
 class Module:
@@ -341,19 +370,30 @@ class Module:
 
         Values may be Tensors or arrays on any device; each is copied onto the device and
         into the dtype of the tensor it replaces. With ``strict=True`` missing and
-        unexpected keys are errors; a shape mismatch is always an error. All problems are
-        reported together in one error, and nothing is changed when there is one.
-        Returns ``(missing_keys, unexpected_keys)``.
+        unexpected keys are errors; a shape mismatch, or a value that cannot become the
+        entry's dtype, is always an error. Loading is all-or-nothing: every entry is
+        checked and converted first, all problems are reported together in one error,
+        and nothing is changed when there is one. Returns ``(missing_keys, unexpected_keys)``.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"load_state_dict: expected a dict of name -> tensor (from state_dict() or mg.load), "
+                f"got {type(state_dict).__name__}"
+            )
         entries = self._state_entries()
         missing = [k for k in entries if k not in state_dict]
         unexpected = [k for k in state_dict if k not in entries]
-        mis_shaped = []
+        mis_shaped, unusable = [], []
+        converted = {}  # key -> the array to copy in, on the entry's device and in its dtype
         for key, target in entries.items():
-            if key in state_dict:
-                shape = tuple(getattr(state_dict[key], "shape", ()))
-                if shape != tuple(target.shape):
-                    mis_shaped.append(f"{key}: checkpoint {shape}, model {tuple(target.shape)}")
+            if key not in state_dict:
+                continue
+            try:
+                converted[key] = _loadable_array(state_dict[key], target)
+            except _ShapeMismatch as error:
+                mis_shaped.append(f"{key}: {error}")
+            except (TypeError, ValueError, OverflowError) as error:
+                unusable.append(f"{key}: {error}")
 
         problems = []
         if strict and missing:
@@ -362,22 +402,19 @@ class Module:
             problems.append("unexpected keys: " + ", ".join(unexpected))
         if mis_shaped:
             problems.append("shape mismatches: " + "; ".join(mis_shaped))
+        if unusable:
+            problems.append("unusable values: " + "; ".join(unusable))
         if problems:
             raise RuntimeError(
-                f"load_state_dict: the state dict does not fit {type(self).__name__}:\n  " + "\n  ".join(problems)
+                f"load_state_dict: the state dict does not fit {type(self).__name__} (nothing was loaded):\n  "
+                + "\n  ".join(problems)
             )
 
-        for key, target in entries.items():
-            if key not in state_dict:
-                continue
-            value = state_dict[key]
-            array = value.data if isinstance(value, Tensor) else value
-            if not hasattr(array, "shape"):  # a Python number for a 0-d buffer
-                array = backend.xp_for("cpu").asarray(array)
-            array = backend.to_device(array, target.device).astype(target.dtype, copy=False)
+        # Only now, with every entry checked and converted, is anything overwritten.
+        for key, array in converted.items():
             # Copy into the existing array: the Parameter keeps its identity and memory,
             # and the module never aliases the caller's state dict.
-            target.data[...] = array
+            entries[key].data[...] = array
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------------ repr
