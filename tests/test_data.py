@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -343,6 +344,55 @@ def test_digits_disk_cache_uses_env_folder(tmp_path, monkeypatch: pytest.MonkeyP
     assert len(list((tmp_path / "cache").glob("digits-*.npz"))) == 1
 
 
+def _damage(path, how: str) -> None:
+    """Damage a digits cache file the ways a full disk, another program or a bug would."""
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "garbage":
+        path.write_bytes(b"not a zip" * 100)
+    elif how == "missing key":
+        np.savez(path, images=np.zeros((30, 1, 8, 8), np.float32), labels=np.zeros(30, np.int64))
+    elif how == "wrong shape":
+        np.savez(
+            path,
+            images=np.zeros((30, 1, 16, 16), np.float32),
+            labels=np.zeros(30, np.int64),
+            thickness=np.zeros(30, np.float32),
+        )
+    elif how == "bad values":
+        images = np.full((30, 1, 8, 8), np.nan, np.float32)
+        np.savez(path, images=images, labels=np.zeros(30, np.int64), thickness=np.zeros(30, np.float32))
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbage", "missing key", "wrong shape", "bad values"])
+def test_a_damaged_digits_cache_is_named_and_rendered_again(how: str, tmp_path) -> None:
+    fresh = load_digits("test", n=30, size=8, seed=23, disk_cache=True, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("digits-*.npz")
+    _damage(path, how)
+    digits._memory_cache.clear()
+    with pytest.warns(UserWarning, match=f"digits cache file {path} is damaged"):
+        again = load_digits("test", n=30, size=8, seed=23, disk_cache=True, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.images, fresh.images)
+    np.testing.assert_array_equal(again.labels, fresh.labels)
+    digits._memory_cache.clear()
+    repaired = digits._read_cache(path, 30, 8)  # the damaged file was replaced by a good one
+    assert repaired is not None
+    np.testing.assert_array_equal(repaired.images, fresh.images)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary files left
+
+
+def test_an_unwritable_digits_cache_is_only_a_warning(tmp_path) -> None:
+    blocker = tmp_path / "a file, not a folder"
+    blocker.write_text("")
+    digits._memory_cache.clear()
+    with pytest.warns(UserWarning, match="could not write the digits cache file"):
+        data = load_digits("test", n=5, size=8, seed=24, disk_cache=True, cache_dir=blocker / "cache")
+    assert data.images.shape == (5, 1, 8, 8)
+
+
 def test_digits_unpack_like_a_pair() -> None:
     data = make_digits(4, size=8)
     images, labels = data
@@ -444,6 +494,48 @@ def test_mismatched_image_and_label_counts(tmp_path) -> None:
         load_mnist(tmp_path, "test")
 
 
+def test_float_idx_labels_with_nan_or_fractions_are_refused(tmp_path) -> None:
+    write_mnist(tmp_path, "test", n=5)
+    labels = tmp_path / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(idx_bytes(np.array([1, 2, np.nan, 4, 5], np.float32)))
+    with pytest.raises(
+        ValueError,
+        match="t10k-labels-idx1-ubyte: labels must be whole numbers 0-9; 1 are not, the first is label 2 = nan",
+    ):
+        load_mnist(tmp_path, "test")
+    labels.write_bytes(idx_bytes(np.array([1, 2, 3.5, 4, 5], np.float64)))
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.*label 2 = 3.5"):
+        load_mnist(tmp_path, "test")
+    labels.write_bytes(idx_bytes(np.array([1, 2, 3, 4, 5], np.float32)))  # whole numbers stored as floats: fine
+    np.testing.assert_array_equal(load_mnist(tmp_path, "test")[1], [1, 2, 3, 4, 5])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32])
+def test_integer_idx_images_of_any_width_are_scaled_to_the_unit_range(dtype, tmp_path) -> None:
+    images, _ = write_mnist(tmp_path, "test", n=4)
+    wide = images.astype(dtype) if dtype != np.int8 else (images // 2).astype(np.int8)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(wide))
+    x, _ = load_mnist(tmp_path, "test")
+    assert x.dtype == np.float32 and x.max() <= 1.0
+    np.testing.assert_allclose(x[:, 0] * 255, wide, atol=1e-4)
+
+
+def test_idx_images_outside_the_pixel_range_are_refused(tmp_path) -> None:
+    write_mnist(tmp_path, "test", n=2)
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(idx_bytes(np.full((2, 28, 28), 1000, np.int32)))
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte: integer pixels must lie in 0-255, found 1000..1000"):
+        load_mnist(tmp_path, "test")
+    path.write_bytes(idx_bytes(np.full((2, 28, 28), 200.0, np.float32)))
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte: floating-point pixels must lie in \\[0, 1\\]"):
+        load_mnist(tmp_path, "test")
+    path.write_bytes(idx_bytes(np.full((2, 28, 28), np.nan, np.float32)))
+    with pytest.raises(ValueError, match="1568 pixels are NaN"):
+        load_mnist(tmp_path, "test")
+    path.write_bytes(idx_bytes(np.full((2, 28, 28), 0.5, np.float64)))  # float pixels in [0, 1]: fine
+    assert load_mnist(tmp_path, "test")[0].dtype == np.float32
+
+
 # ----------------------------------------------------------------------------- CIFAR-10
 def write_cifar_batch(path, n: int, seed: int = 0, protocol: int = 2) -> tuple[np.ndarray, list[int]]:
     rng = np.random.default_rng(seed)
@@ -480,6 +572,25 @@ def test_missing_cifar_files_are_named(tmp_path) -> None:
     with pytest.raises(FileNotFoundError) as info:
         load_cifar10(tmp_path, "train")
     assert "data_batch_5" in str(info.value) and "cifar-10-batches-py" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("labels", "says"),
+    [
+        ([1.0, 2.7], "labels must be whole numbers 0-9; 1 are not, the first is label 1 = 2.7"),
+        ([1.0, float("nan")], "label 1 = nan"),
+        (["cat", "dog"], "labels must be integers 0-9, found <U3 values such as 'cat'"),
+        ([1, None], "found object values"),
+        ([[1], [2, 3]], "flat list of integers"),
+    ],
+)
+def test_cifar_labels_that_are_not_class_indices_are_refused_naming_the_file(labels, says, tmp_path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": labels}
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(ValueError, match="test_batch: .*" + re.escape(says)):
+        load_cifar10(tmp_path, "test")
 
 
 class _Exploit:

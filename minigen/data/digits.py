@@ -29,6 +29,8 @@ import dataclasses
 import functools
 import hashlib
 import os
+import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -309,12 +311,51 @@ def _fingerprint() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def _read_cache(path: Path) -> Digits | None:
+def _read_cache(path: Path, n: int, size: int) -> Digits | None:
+    """The digits in the cache file ``path``, or None (with a warning naming the file) if it is damaged.
+
+    A damaged file (truncated by a full disk, overwritten, or from elsewhere) is
+    reported and then rendered again and replaced, never trusted and never fatal.
+    """
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return Digits(archive["images"], archive["labels"], archive["thickness"])
-    except (OSError, KeyError, ValueError):  # missing, truncated or foreign: regenerate
-        return None
+            data = Digits(archive["images"], archive["labels"], archive["thickness"])
+        problem = _cache_problem(data, n, size)
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        problem = f"{type(error).__name__}: {error}"
+    if problem is None:
+        return data
+    warnings.warn(f"the digits cache file {path} is damaged ({problem}); rendering the digits again", stacklevel=3)
+    return None
+
+
+def _cache_problem(data: Digits, n: int, size: int) -> str | None:
+    """What is wrong with digits read from a cache file that should hold ``n`` at ``size`` pixels, or None."""
+    images, labels, thickness = data.images, data.labels, data.thickness
+    if images.shape != (n, 1, size, size) or images.dtype != np.float32:
+        return f"images are {images.dtype} {images.shape}, expected float32 {(n, 1, size, size)}"
+    if labels.shape != (n,) or labels.dtype != np.int64:
+        return f"labels are {labels.dtype} {labels.shape}, expected int64 {(n,)}"
+    if thickness.shape != (n,) or thickness.dtype != np.float32:
+        return f"thickness is {thickness.dtype} {thickness.shape}, expected float32 {(n,)}"
+    if n and (labels.min() < 0 or labels.max() > 9):
+        return f"labels range over {labels.min()}..{labels.max()}, expected 0-9"
+    if not (np.isfinite(images).all() and images.min(initial=0.0) >= 0.0 and images.max(initial=0.0) <= 1.0):
+        return "pixel values outside [0, 1]"
+    return None
+
+
+def _write_cache(path: Path, data: Digits) -> None:
+    """Write the cache file atomically (a reader or a second writer never sees half a file).
+
+    A cache that cannot be written (a read-only or full disk) is only a warning: the
+    digits are already rendered.
+    """
+    try:
+        with atomic_write(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, images=data.images, labels=data.labels, thickness=data.thickness)
+    except OSError as error:
+        warnings.warn(f"could not write the digits cache file {path} ({error}); continuing without it", stacklevel=3)
 
 
 def load_digits(
@@ -333,7 +374,8 @@ def load_digits(
     Results are cached in memory for the process (a smaller ``n`` reuses a larger
     set, as samples are drawn in a fixed order); ``disk_cache=True`` also keeps them
     as ``.npz`` files under ``cache_dir`` (default ``default_cache_dir()``), written
-    atomically. Returned arrays are copies, safe to modify.
+    atomically. A damaged cache file is reported (a warning naming it), rendered
+    again and replaced. Returned arrays are copies, safe to modify.
     """
     if split not in _SPLIT_ID:
         raise ValueError(f"load_digits: split must be 'train' or 'test', got {split!r}")
@@ -346,11 +388,10 @@ def load_digits(
         if disk_cache:
             folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
             path = folder / f"digits-{split}-{size}px-seed{seed}-noise{noise:g}-n{n}-{_fingerprint()}.npz"
-            cached = _read_cache(path) if path.exists() else None
+            cached = _read_cache(path, n, size) if path.exists() else None
         if cached is None or len(cached) < n:
             cached = make_digits(n, size=size, seed=np.random.SeedSequence([int(seed), _SPLIT_ID[split]]), noise=noise)
             if path is not None:
-                with atomic_write(path) as tmp, open(tmp, "wb") as handle:
-                    np.savez(handle, images=cached.images, labels=cached.labels, thickness=cached.thickness)
+                _write_cache(path, cached)
         _memory_cache[key] = cached
     return cached.subset(slice(0, n))

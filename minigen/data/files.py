@@ -179,10 +179,51 @@ def _load_idx_pair(
         )
     if len(images) != len(labels):
         raise ValueError(f"{loader}: {len(images)} images in {image_path} but {len(labels)} labels in {label_path}")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"{loader}: labels in {label_path} must be 0-9, found {labels.min()}..{labels.max()}")
-    scale = 255.0 if images.dtype == np.uint8 else 1.0
-    return (images[:, None].astype(np.float32) / scale), labels.astype(np.int64)
+    return _pixels_in_unit_range(images[:, None], f"{loader}: {image_path}"), _class_labels(
+        labels, f"{loader}: {label_path}"
+    )
+
+
+def _pixels_in_unit_range(images: np.ndarray, source: str) -> np.ndarray:
+    """Images as float32 in [0, 1]: integer pixels (0-255, whatever the IDX element type)
+    are divided by 255; floating-point pixels must already lie in [0, 1]."""
+    if images.dtype.kind in "iu":
+        low, high = (int(images.min()), int(images.max())) if images.size else (0, 0)
+        if low < 0 or high > 255:
+            raise ValueError(f"{source}: integer pixels must lie in 0-255, found {low}..{high}")
+        return images.astype(np.float32) / np.float32(255)
+    if not np.isfinite(images).all():
+        raise ValueError(f"{source}: {int((~np.isfinite(images)).sum())} pixels are NaN or infinite")
+    low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"{source}: floating-point pixels must lie in [0, 1], found {low:g}..{high:g} "
+            "(pixels stored as 0-255 must be integers, or divided by 255)"
+        )
+    return images.astype(np.float32)
+
+
+def _class_labels(labels: np.ndarray, source: str, num_classes: int = 10) -> np.ndarray:
+    """Labels as int64 class indices, after checking that every one is a whole number in range.
+
+    Floating-point labels are accepted only when they are whole numbers (3.0): casting
+    3.7 or NaN to an integer would silently give 3 or -9.2e18.
+    """
+    if labels.dtype.kind not in "iuf":
+        first = labels.flat[0] if labels.size else None
+        example = f" such as {first.item() if isinstance(first, np.generic) else first!r}" if labels.size else ""
+        raise ValueError(f"{source}: labels must be integers 0-{num_classes - 1}, found {labels.dtype} values{example}")
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{source}: labels must be whole numbers 0-{num_classes - 1}; {int(bad.sum())} are not, "
+                f"the first is label {first} = {labels[first]}"
+            )
+    if labels.size and (labels.min() < 0 or labels.max() > num_classes - 1):
+        raise ValueError(f"{source}: labels must be 0-{num_classes - 1}, found {labels.min()}..{labels.max()}")
+    return labels.astype(np.int64)
 
 
 def load_mnist(root: PathLike, split: str = "train", download: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -264,13 +305,15 @@ def read_cifar_batch(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
         raise ValueError(f"{path}: a CIFAR-10 batch is a dict with b'data' and b'labels'; found {keys}")
     data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    try:
+        labels = np.asarray(batch[b"labels"])
+    except ValueError as error:  # a ragged list
+        raise ValueError(f"{path}: b'labels' must be a flat list of integers 0-9 ({error})") from error
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(f"{path}: b'data' must be uint8 of shape (N, 3072), got {data.dtype} {data.shape}")
     if labels.shape != (len(data),):
-        raise ValueError(f"{path}: {len(data)} images but {labels.size} labels")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"{path}: labels must be 0-9, found {labels.min()}..{labels.max()}")
+        raise ValueError(f"{path}: {len(data)} images but labels of shape {labels.shape}")
+    labels = _class_labels(labels, str(path))
     # Each row holds the 1024 red values, then green, then blue, each image row by row.
     return data.reshape(-1, 3, 32, 32), labels
 
