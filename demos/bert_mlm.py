@@ -27,7 +27,7 @@ whom in the last block, for one sentence) and metrics.json.
 from __future__ import annotations
 
 import numpy as np
-from common import demo_arguments, write_metrics
+from common import demo_arguments, positive_int, write_metrics
 from tqdm.auto import tqdm
 
 import minigen as mg
@@ -120,7 +120,9 @@ def fine_tune(model: BERT, tokens: np.ndarray, labels: np.ndarray, steps: int, d
 
 def main(argv: list[str] | None = None) -> dict:
     def extra(parser):
-        parser.add_argument("--steps", type=int, default=None, help="MLM pre-training steps (default 1500, quick 50)")
+        parser.add_argument(
+            "--steps", type=positive_int, default=None, help="MLM pre-training steps (default 1500, quick 50)"
+        )
 
     args = demo_arguments("bert_mlm", "BERT: masked language modelling, then [CLS] fine-tuning", argv, extra)
     quick = args.quick

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from common import demo_arguments, write_metrics
+from common import demo_arguments, existing_file, positive_int, write_metrics
 
 import minigen as mg
 from minigen.data import load_digits
@@ -25,10 +25,12 @@ from minigen.utils import heatmap, line_plot, save_image_grid
 
 
 def extra_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=positive_int, default=2, help="training epochs (default 2)")
     parser.add_argument("--size", type=int, default=16, choices=[8, 16, 28], help="digit image size")
-    parser.add_argument("--save", default=None, help="write the trained weights to this .npz file")
-    parser.add_argument("--load", default=None, help="load weights from this .npz file instead of training")
+    parser.add_argument("--save", type=Path, default=None, help="write the trained weights to this .npz file")
+    parser.add_argument(
+        "--load", type=existing_file, default=None, help="load weights from this .npz file instead of training"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

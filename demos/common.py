@@ -6,14 +6,20 @@ Every demo takes the same flags:
     --quick             a much shorter run, for smoke tests
     --seed N            repeatable runs
     --out DIR           where PNGs and metrics.json go (default: runs/<demo name>)
+
+Every flag is checked before any work starts: numbers by the argparse ``type=``
+functions below (``positive_int`` for steps and epochs ...), and the places a demo
+writes to (``--out``, and ``--save`` for a demo that has it) by trying them, so a typo
+never costs a training run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,14 +27,77 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import minigen as mg  # noqa: E402
+from minigen.serialization import check_writable  # noqa: E402
+from minigen.utils import atomic_write  # noqa: E402
+
+
+# ------------------------------------------------------- argument types (argparse type=)
+def _number(text: str, kind: type) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+        ) from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1: step counts, epochs, sizes."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (1 or more), got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An int >= 0: seeds."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite float >= 0: penalty weights, guidance scales."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value:g}")
+    return value
+
+
+def existing_file(text: str) -> Path:
+    """A file that exists: --load."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return Path(text)
+
+
+def _writable_folder(folder: Path) -> str | None:
+    """Create ``folder`` if needed and try writing a file in it; None if that works, else why not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except FileExistsError:
+        return f"{str(folder)!r} is a file, not a folder"
+    except OSError as error:
+        return f"cannot write into {str(folder)!r}: {error.strerror or error}"
+    return None
 
 
 def demo_arguments(name: str, description: str, argv: list[str] | None = None, extra: Any = None) -> argparse.Namespace:
-    """Parse the shared flags (plus any added by ``extra(parser)``), seed, and make the output folder."""
+    """Parse the shared flags (plus any added by ``extra(parser)``), seed, and make the output folder.
+
+    Bad flags, and an ``--out`` folder that cannot be written, stop the demo here with
+    argparse's usage message (exit status 2), before any data is made or model trained.
+    """
     parser = argparse.ArgumentParser(prog=f"demos/{name}.py", description=description)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--quick", action="store_true", help="a short run for smoke tests")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed, 0 or more (default: 0)")
     parser.add_argument("--out", default=None, help=f"output folder (default: runs/{name})")
     if extra is not None:
         extra(parser)
@@ -36,7 +105,14 @@ def demo_arguments(name: str, description: str, argv: list[str] | None = None, e
     if args.device.startswith("cuda") and not mg.cuda.is_available():
         parser.error("--device cuda needs CuPy and an NVIDIA GPU (pip install minigen[gpu])")
     args.out = Path(args.out or Path("runs") / name)
-    args.out.mkdir(parents=True, exist_ok=True)
+    problem = _writable_folder(args.out)  # before any training: the results must have somewhere to go
+    if problem is not None:
+        parser.error(f"--out: {problem}")
+    if getattr(args, "save", None) is not None:  # a demo's --save checkpoint, checked after --out exists
+        try:
+            check_writable(args.save)
+        except OSError as error:
+            parser.error(f"--save: {str(error).removeprefix('save: ')}")
     mg.manual_seed(args.seed)
     args.started = time.perf_counter()
     return args
@@ -49,10 +125,8 @@ def write_metrics(args: argparse.Namespace, metrics: dict[str, Any]) -> dict[str
     metrics.setdefault("seed", args.seed)
     metrics.setdefault("quick", args.quick)
     metrics["seconds"] = round(time.perf_counter() - args.started, 2)
-    path = Path(args.out) / "metrics.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, default=float))
-    os.replace(tmp, path)
+    with atomic_write(Path(args.out) / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, default=float))
     print(json.dumps(metrics, indent=2, default=float))
     print(f"pictures and metrics in {args.out}/")
     return metrics

@@ -30,9 +30,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 if __package__:  # imported as demos.dcgan_digits
-    from demos.common import demo_arguments, write_metrics
+    from demos.common import demo_arguments, positive_int, write_metrics
 else:  # run as a script, or imported with demos/ on sys.path
-    from common import demo_arguments, write_metrics
+    from common import demo_arguments, positive_int, write_metrics
 
 import minigen as mg
 from minigen.data import DataLoader, load_digits
@@ -51,7 +51,9 @@ SIZE, CLASSES, LATENT = 16, 10, 32
 
 
 def extra_flags(parser: Any) -> None:
-    parser.add_argument("--epochs", type=int, default=None, help="passes over the digits (default 20, 1 with --quick)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="passes over the digits (default 20, 1 with --quick)"
+    )
     parser.add_argument("--patch", action="store_true", help="use a PatchGAN discriminator (a map of logits)")
 
 

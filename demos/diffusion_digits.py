@@ -33,9 +33,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 if __package__:  # imported as demos.diffusion_digits
-    from demos.common import demo_arguments, write_metrics
+    from demos.common import demo_arguments, non_negative_float, positive_int, write_metrics
 else:  # run as a script, or imported with demos/ on sys.path
-    from common import demo_arguments, write_metrics
+    from common import demo_arguments, non_negative_float, positive_int, write_metrics
 
 import minigen as mg
 from minigen.data import DataLoader, load_digits
@@ -66,8 +66,12 @@ P_UNCOND = 0.1  # how often a label is dropped for the null label during trainin
 
 
 def extra_flags(parser: Any) -> None:
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 700, 40 with --quick)")
-    parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale w (default 3)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=None, help="training steps (default 700, 40 with --quick)"
+    )
+    parser.add_argument(
+        "--guidance", type=non_negative_float, default=3.0, help="classifier-free guidance scale w (default 3)"
+    )
 
 
 def to_unit(x: mg.Tensor) -> np.ndarray:

@@ -46,9 +46,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 if __package__:  # imported as demos.diffusion_toy2d
-    from demos.common import demo_arguments, write_metrics
+    from demos.common import demo_arguments, positive_int, write_metrics
 else:  # run as a script, or imported with demos/ on sys.path
-    from common import demo_arguments, write_metrics
+    from common import demo_arguments, positive_int, write_metrics
 
 import minigen as mg
 from minigen.data.toy2d import eight_gaussian_centers, eight_gaussians
@@ -76,7 +76,9 @@ ETAS = (0.0, 0.5)  # DDIM's η: 0 is deterministic
 
 
 def extra_flags(parser: Any) -> None:
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 6000, 300 with --quick)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=None, help="training steps (default 6000, 300 with --quick)"
+    )
 
 
 # ----------------------------------------------------------------------------- metrics

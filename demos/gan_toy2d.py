@@ -32,9 +32,9 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 if __package__:  # imported as demos.gan_toy2d
-    from demos.common import demo_arguments, write_metrics
+    from demos.common import demo_arguments, non_negative_float, positive_int, write_metrics
 else:  # run as a script, or imported with demos/ on sys.path
-    from common import demo_arguments, write_metrics
+    from common import demo_arguments, non_negative_float, positive_int, write_metrics
 
 import minigen as mg
 from minigen.data.toy2d import eight_gaussian_centers, eight_gaussians, energy_distance, mode_coverage
@@ -48,9 +48,11 @@ GREY, RED = (150, 150, 150), (214, 39, 40)
 
 def extra_flags(parser: Any) -> None:
     parser.add_argument("--loss", default="nonsaturating", choices=LOSSES)
-    parser.add_argument("--steps", type=int, default=None, help="generator steps (default 8000, 400 with --quick)")
-    parser.add_argument("--k", type=int, default=1, help="discriminator steps per generator step")
-    parser.add_argument("--r1", type=float, default=1.0, help="R1 penalty weight γ (0 turns it off)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=None, help="generator steps (default 8000, 400 with --quick)"
+    )
+    parser.add_argument("--k", type=positive_int, default=1, help="discriminator steps per generator step")
+    parser.add_argument("--r1", type=non_negative_float, default=1.0, help="R1 penalty weight γ (0 turns it off)")
 
 
 def decision_surface(

@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from common import demo_arguments, write_metrics
+from common import demo_arguments, positive_int, write_metrics
 from tqdm.auto import tqdm
 
 import minigen as mg
@@ -64,7 +64,7 @@ def evaluate(model: GPT, ids: np.ndarray, device: str) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     def extra(parser):
-        parser.add_argument("--steps", type=int, default=None, help="training steps (default 1000, quick 30)")
+        parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default 1000, quick 30)")
 
     args = demo_arguments("gpt_chars", "A character-level GPT on Shakespeare's sonnets", argv, extra)
     steps = args.steps or (30 if args.quick else 1000)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from common import demo_arguments, write_metrics
+from common import demo_arguments, positive_int, write_metrics
 from tqdm.auto import tqdm
 
 import minigen as mg
@@ -59,7 +59,7 @@ def exact_match(model: GPT, sequences: np.ndarray, device: str) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     def extra(parser):
-        parser.add_argument("--steps", type=int, default=None, help="training steps (default 800, quick 30)")
+        parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default 800, quick 30)")
 
     args = demo_arguments("gpt_sort", "A tiny GPT learns to sort", argv, extra)
     steps = args.steps or (30 if args.quick else 800)

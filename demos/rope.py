@@ -25,7 +25,7 @@ training still produce some stray attention as the sequence grows).
 from __future__ import annotations
 
 import numpy as np
-from common import demo_arguments, write_metrics
+from common import demo_arguments, positive_int, write_metrics
 from tqdm.auto import tqdm
 
 import minigen as mg
@@ -89,7 +89,9 @@ def accuracy(model: GPT, length: int, device: str, seed: int, batch: int = 64) -
 
 def main(argv: list[str] | None = None) -> dict:
     def extra(parser):
-        parser.add_argument("--steps", type=int, default=None, help="training steps per model (default 600, quick 10)")
+        parser.add_argument(
+            "--steps", type=positive_int, default=None, help="training steps per model (default 600, quick 10)"
+        )
 
     args = demo_arguments("rope", "RoPE: relative scores and length extrapolation", argv, extra)
     steps = args.steps or (10 if args.quick else 600)

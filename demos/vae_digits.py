@@ -25,9 +25,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 if __package__:  # imported as demos.vae_digits
-    from demos.common import demo_arguments, write_metrics
+    from demos.common import demo_arguments, positive_int, write_metrics
 else:  # run as a script, or imported with demos/ on sys.path
-    from common import demo_arguments, write_metrics
+    from common import demo_arguments, positive_int, write_metrics
 
 import minigen as mg
 from minigen.data import DataLoader, load_digits
@@ -46,9 +46,9 @@ SIZE = 16
 
 
 def extra_flags(parser: Any) -> None:
-    parser.add_argument("--latent-dim", type=int, default=16, help="size of z (2 draws the latent map)")
+    parser.add_argument("--latent-dim", type=positive_int, default=16, help="size of z (2 draws the latent map)")
     parser.add_argument("--model", default="mlp", choices=["mlp", "conv"])
-    parser.add_argument("--epochs", type=int, default=None, help="default 30 (3 with --quick)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="default 30 (3 with --quick)")
     parser.add_argument("--grey", action="store_true", help="keep grey levels instead of binarising the pixels")
 
 

@@ -16,7 +16,7 @@ let the tokens attend to each other, and the [CLS] vector is classified. Picture
 from __future__ import annotations
 
 import numpy as np
-from common import demo_arguments, write_metrics
+from common import demo_arguments, positive_int, write_metrics
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -85,7 +85,7 @@ def neighbour_similarity(similarity: np.ndarray, grid: int) -> tuple[float, floa
 
 def main(argv: list[str] | None = None) -> dict:
     def extra(parser):
-        parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 6, quick 1)")
+        parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default 6, quick 1)")
 
     args = demo_arguments("vit_digits", "A Vision Transformer on rendered digits", argv, extra)
     quick = args.quick
