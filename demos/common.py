@@ -32,7 +32,8 @@ from minigen.utils import atomic_write  # noqa: E402
 
 
 # ------------------------------------------------------- argument types (argparse type=)
-def _number(text: str, kind: type) -> int | float:
+def _number(text: str, kind: type, minimum: int) -> int | float:
+    """``text`` as an int or a finite float, at least ``minimum``; argparse shows the error."""
     try:
         value = kind(text)
     except ValueError:
@@ -41,31 +42,24 @@ def _number(text: str, kind: type) -> int | float:
         ) from None
     if kind is float and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value:g}")
     return value
 
 
 def positive_int(text: str) -> int:
     """An int >= 1: step counts, epochs, sizes."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (1 or more), got {value}")
-    return value
+    return _number(text, int, 1)
 
 
 def non_negative_int(text: str) -> int:
     """An int >= 0: seeds."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _number(text, int, 0)
 
 
 def non_negative_float(text: str) -> float:
     """A finite float >= 0: penalty weights, guidance scales."""
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value:g}")
-    return value
+    return _number(text, float, 0)
 
 
 def existing_file(text: str) -> Path:

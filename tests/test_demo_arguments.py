@@ -20,25 +20,25 @@ import common  # noqa: E402  (demos/common.py)
 
 # (demo, flag, bad value, what the error says): every numeric flag of every demo.
 BAD_FLAGS = [
-    ("gan_toy2d", "--k", "0", "argument --k: must be a positive integer (1 or more), got 0"),
-    ("gan_toy2d", "--steps", "-5", "argument --steps: must be a positive integer"),
+    ("gan_toy2d", "--k", "0", "argument --k: must be 1 or more, got 0"),
+    ("gan_toy2d", "--steps", "-5", "argument --steps: must be 1 or more"),
     ("gan_toy2d", "--r1", "-0.5", "argument --r1: must be 0 or more, got -0.5"),
     ("gan_toy2d", "--r1", "nan", "argument --r1: expected a finite number, got 'nan'"),
     ("gan_toy2d", "--seed", "-1", "argument --seed: must be 0 or more, got -1"),
     ("gan_toy2d", "--seed", "1.5", "argument --seed: expected an integer, got '1.5'"),
-    ("cnn_digits", "--epochs", "0", "argument --epochs: must be a positive integer"),
-    ("dcgan_digits", "--epochs", "0", "argument --epochs: must be a positive integer"),
-    ("diffusion_digits", "--steps", "0", "argument --steps: must be a positive integer"),
+    ("cnn_digits", "--epochs", "0", "argument --epochs: must be 1 or more"),
+    ("dcgan_digits", "--epochs", "0", "argument --epochs: must be 1 or more"),
+    ("diffusion_digits", "--steps", "0", "argument --steps: must be 1 or more"),
     ("diffusion_digits", "--guidance", "-1", "argument --guidance: must be 0 or more"),
     ("diffusion_digits", "--guidance", "inf", "argument --guidance: expected a finite number"),
-    ("diffusion_toy2d", "--steps", "0", "argument --steps: must be a positive integer"),
-    ("vae_digits", "--latent-dim", "0", "argument --latent-dim: must be a positive integer"),
-    ("vae_digits", "--epochs", "-1", "argument --epochs: must be a positive integer"),
-    ("vit_digits", "--epochs", "0", "argument --epochs: must be a positive integer"),
-    ("gpt_sort", "--steps", "0", "argument --steps: must be a positive integer"),
-    ("gpt_chars", "--steps", "0", "argument --steps: must be a positive integer"),
-    ("bert_mlm", "--steps", "0", "argument --steps: must be a positive integer"),
-    ("rope", "--steps", "0", "argument --steps: must be a positive integer"),
+    ("diffusion_toy2d", "--steps", "0", "argument --steps: must be 1 or more"),
+    ("vae_digits", "--latent-dim", "0", "argument --latent-dim: must be 1 or more"),
+    ("vae_digits", "--epochs", "-1", "argument --epochs: must be 1 or more"),
+    ("vit_digits", "--epochs", "0", "argument --epochs: must be 1 or more"),
+    ("gpt_sort", "--steps", "0", "argument --steps: must be 1 or more"),
+    ("gpt_chars", "--steps", "0", "argument --steps: must be 1 or more"),
+    ("bert_mlm", "--steps", "0", "argument --steps: must be 1 or more"),
+    ("rope", "--steps", "0", "argument --steps: must be 1 or more"),
 ]
 
 
