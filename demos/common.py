@@ -43,7 +43,7 @@ def _number(text: str, kind: type, minimum: int) -> int | float:
     if kind is float and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value:g}")
+        raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {text}")
     return value
 
 
