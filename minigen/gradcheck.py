@@ -467,12 +467,34 @@ def _check_directions(
     original = x.data.copy()
     disagreeing = []
     for k in range(n_directions):
-        u = rng.standard_normal(x.shape)
-        numerical = _along(objective, x, original, u, eps)
-        predicted = float((analytical * u).sum())
-        if abs(predicted - numerical) > atol * math.sqrt(u.size) + rtol * abs(numerical):
+        predicted, numerical, error = _compare_along(
+            objective, x, original, analytical, rng.standard_normal(x.shape), eps, atol, rtol
+        )
+        if error is not None:
             disagreeing.append((k, predicted, numerical))
     return disagreeing
+
+
+def _compare_along(
+    objective: _Objective,
+    x: Tensor,
+    original: Any,
+    analytical: np.ndarray,
+    u: np.ndarray,
+    eps: float,
+    atol: float,
+    rtol: float,
+) -> tuple[float, float, float | None]:
+    """⟨∂L/∂x, u⟩, the difference quotient along u, and their difference if it is beyond tolerance.
+
+    The tolerance grows with √(number of elements u moves): each contributes its own
+    rounding and truncation error.
+    """
+    numerical = _along(objective, x, original, u, eps)
+    predicted = float((analytical.reshape(-1) * u.reshape(-1)).sum())
+    error = abs(predicted - numerical)
+    tolerance = atol * math.sqrt(np.count_nonzero(u)) + rtol * abs(numerical)
+    return predicted, numerical, (error if error > tolerance else None)
 
 
 def _localise(
@@ -494,15 +516,12 @@ def _localise(
     single elements are left: about 2·log₂(n) checks per wrong element.
     """
     original = x.data.copy()
-    flat_analytical = analytical.reshape(-1)
-    size = flat_analytical.size
+    size = analytical.size
 
     def disagreement(block: np.ndarray) -> float | None:
         u = np.zeros(size)
         u[block] = rng.choice((-1.0, 1.0), size=len(block))
-        numerical = _along(objective, x, original, u, eps)
-        error = abs(float(flat_analytical[block] @ u[block]) - numerical)
-        return error if error > atol * math.sqrt(len(block)) + rtol * abs(numerical) else None
+        return _compare_along(objective, x, original, analytical, u, eps, atol, rtol)[2]
 
     found: list[int] = []
     queue: list[tuple[float, int, np.ndarray]] = [(-math.inf, 0, np.arange(size))]
