@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from time import perf_counter as _perf_counter
 from typing import TYPE_CHECKING, Any
 
+from minigen.errors import GradientShapeError, GraphFreedError
+
 if TYPE_CHECKING:
     from minigen.tensor import Tensor
 
@@ -189,10 +191,11 @@ def _call_backward(node: Function, grad: Tensor, retain_graph: bool, captured: A
     if captured is not None and id(node) in wanted:
         captured[wanted[id(node)]] = grad
     if node.saved is _FREED:
-        raise RuntimeError(
+        raise GraphFreedError(
             f"{node.name}: trying to backward through the graph a second time, but its saved "
             "tensors were freed after the first backward. Pass retain_graph=True to the first "
-            "backward() (or minigen.grad) if you need to go through it again."
+            "backward() (or minigen.grad) if you need to go through it again.",
+            op=node.name,
         )
     started = _perf_counter() if observers else 0.0
     grads = node.backward(grad)
@@ -273,10 +276,14 @@ def run_backward(
 def _check_grad_shape(node: Function, index: int, parent: Any, g: Tensor) -> None:
     expected = parent.shape if isinstance(parent, Tensor) else parent.out_shape
     if g.shape != expected:
-        raise RuntimeError(
+        raise GradientShapeError(
             f"{node.name}.backward returned a gradient of shape {tuple(g.shape)} for input {index}, "
             f"whose shape is {tuple(expected)}. A gradient must have its input's shape: if the input "
-            "was broadcast in forward, sum the gradient back over the broadcast axes (grad.sum_to(shape))."
+            "was broadcast in forward, sum the gradient back over the broadcast axes (grad.sum_to(shape)).",
+            op=node.name,
+            index=index,
+            shape=tuple(g.shape),
+            expected=tuple(expected),
         )
 
 

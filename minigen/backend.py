@@ -12,6 +12,7 @@ GPU, still catches NumPy-only code on the GPU path.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -259,6 +260,25 @@ def manual_seed(seed: int) -> None:
 def initial_seed() -> int | None:
     """The seed last given to ``manual_seed`` (None if never called)."""
     return _seed
+
+
+def get_rng_state() -> tuple[int | None, dict[Device, Any]]:
+    """A snapshot of the random state: the seed and a copy of each device's generator.
+
+    ``set_rng_state(state)`` puts it back, so the draws after it repeat the draws that
+    followed ``get_rng_state()``. ``gradcheck`` uses the pair to re-seed around each
+    evaluation without disturbing the caller's random stream.
+    """
+    return _seed, {device: copy.deepcopy(gen) for device, gen in _generators.items()}
+
+
+def set_rng_state(state: tuple[int | None, dict[Device, Any]]) -> None:
+    """Restore a snapshot taken by ``get_rng_state`` (the snapshot stays reusable)."""
+    global _seed
+    seed, generators = state
+    _seed = seed
+    _generators.clear()
+    _generators.update({device: copy.deepcopy(gen) for device, gen in generators.items()})
 
 
 def generator(device: Any = "cpu") -> Any:

@@ -109,6 +109,46 @@ MISTAKES = [
      "return spread * x0.data + signal * noise.data", "QSample forward", "swapped"),
     ("ddpm", "variance, not scale", "signal, spread = xp.sqrt(alpha_bar), xp.sqrt(1.0 - alpha_bar)",
      "signal, spread = alpha_bar, 1.0 - alpha_bar", "property: variance is preserved", "square roots"),
+    # What the checker used to miss (issue 12 §6): each now fails, with a hint naming the mistake.
+    ("softmax_cross_entropy", "input changed in place", "e = xp.exp(x.data - x.data.max(axis=-1, keepdims=True))",
+     "x.data -= x.data.max(axis=-1, keepdims=True)\n        e = xp.exp(x.data)", "Softmax forward", "in place"),
+    ("attention", "no max subtraction", "e = xp.exp(scores - scores.max(axis=-1, keepdims=True))",
+     "e = xp.exp(scores)", "property: stable for large scores", "subtract each row's maximum score"),
+    ("sigmoid_tanh", "upstream g dropped", "return grad * y * (1.0 - y)", "return y * (1.0 - y)",
+     "Sigmoid gradcheck", "ignores the incoming g"),
+    ("sigmoid_tanh", "wrong branch for negative inputs", "return grad * (1.0 - y * y)",
+     "return grad * Tensor(x.xp.where(x.data < 0, 1.0 + y.data * y.data, 1.0 - y.data * y.data))",
+     "Tanh gradcheck", "where the input is negative"),
+    ("rope", "sign slip on odd indices", "return Tensor(rotate(grad.data, cos, -sin))",
+     "g = grad.data\n        out = g.copy()\n        out[..., 0::2] = g[..., 0::2] * cos + g[..., 1::2] * sin\n"
+     "        out[..., 1::2] = g[..., 0::2] * sin + g[..., 1::2] * cos  # the sign of sin slipped\n"
+     "        return Tensor(out)", "Rope gradcheck", "the odd indices"),
+    ("rope", "positions ignored", "xp.asarray(positions, dtype=x.dtype)[:, None]",
+     "xp.arange(x.shape[-2], dtype=x.dtype)[:, None]", "Rope forward", "the positions are ignored"),
+    ("ddpm", "timestep off by one", "alpha_bars.data[t.data]", "alpha_bars.data[t.data - 1]",
+     "QSample forward", "off by one"),
+    ("ddpm", "first sample's t for the batch", "alpha_bars.data[t.data]", "alpha_bars.data[t.data[0]]",
+     "QSample forward", "first sample's t"),
+]
+
+# Mistakes whose hint used to mislead: the right hint must appear and the old, wrong one must not.
+# (exercise, mistake, old text, wrong text, failing check, right hint, the misleading phrase)
+MISLEADING_BEFORE = [
+    ("conv2d", "cropped [:H] instead of [p:p+H]", "dx = dx_pad[:, :, p : p + h, p : p + w]",
+     "dx = dx_pad[:, :, :h, :w]", "Conv2d gradcheck", "dx_pad[:, :, p:p+H, p:p+W]", "accumulate"),
+    ("conv2d", "cropped [:H] (property)", "dx = dx_pad[:, :, p : p + h, p : p + w]",
+     "dx = dx_pad[:, :, :h, :w]", "property: every window sends gradient to its pixels", "p = 1 pixels",
+     "accumulate"),
+    ("layer_norm", "G instead of γ⊙G", "ghat = g * weight", "ghat = g",
+     "LayerNorm gradcheck", "ĝ = γ ⊙ G", "through μ and σ"),
+    ("layer_norm", "G instead of γ⊙G (property)", "ghat = g * weight", "ghat = g",
+     "property: gradient ignores shift and scale of a row", "ĝ = γ ⊙ G", "through μ and σ"),
+    ("attention", "softmax backward summed over the wrong axis",
+     "grad_s = a * (grad_a - (grad_a * a).sum(axis=-1, keepdims=True))",
+     "grad_s = a * (grad_a - (grad_a * a).sum(axis=-2, keepdims=True))",
+     "CausalAttention gradcheck", "sums over the wrong axis", "causal"),
+    ("ddpm", "ᾱ·g instead of √ᾱ·g", "return Tensor(signal * grad.data),", "return Tensor(signal**2 * grad.data),",
+     "QSample gradcheck", "not ᾱ_t", "no gradient"),
 ]
 # fmt: on
 
@@ -151,6 +191,19 @@ def test_typical_mistake_fails_with_the_right_hint(tmp_path, name, mistake, old,
     assert not check.passed, report.text()
     assert any(hint in h for h in check.hints), f"expected a hint with {hint!r}:\n{report.text()}"
     assert hint in report.text()
+
+
+@pytest.mark.parametrize(
+    ("name", "mistake", "old", "new", "failing", "hint", "misleading"),
+    MISLEADING_BEFORE,
+    ids=[f"{m[0]}: {m[1]}" for m in MISLEADING_BEFORE],
+)
+def test_formerly_misleading_hint_now_names_the_mistake(tmp_path, name, mistake, old, new, failing, hint, misleading):
+    report = check_file(get(name), with_mistake(tmp_path, name, old, new), max_examples=EXAMPLES)
+    check = check_named(report, failing)
+    assert not check.passed, report.text()
+    assert any(hint in h for h in check.hints), f"expected a hint with {hint!r}:\n{report.text()}"
+    assert not any(misleading in h for h in check.hints), f"misleading hint {misleading!r}:\n{report.text()}"
 
 
 def test_every_exercise_has_at_least_two_typical_mistakes():
@@ -261,3 +314,79 @@ def test_cli_check_exit_status_and_json(tmp_path, capsys):
 def test_cli_unknown_exercise(capsys):
     assert main(["start", "no_such_thing", "."]) == 2
     assert "rope" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- wording and scoring (issue 12 §6)
+def test_forward_errors_quote_the_line_of_the_student_file(tmp_path):
+    # The engine re-raises a forward error with the op's inputs added; the student's line must survive.
+    path = with_mistake(
+        tmp_path, "attention", "scores = q.data @ k.data.swapaxes(-1, -2) / math.sqrt(d)", "scores = q.data @ k.data"
+    )
+    check = check_named(check_file(get("attention"), path, max_examples=1), "CausalAttention forward")
+    assert not check.passed
+    assert "your file, line" in check.summary and "q.data @ k.data" in check.summary, check.summary
+
+
+def test_layer_norm_scaling_failure_prints_the_scaling_figure(tmp_path):
+    path = with_mistake(tmp_path, "layer_norm", "ghat = g * weight", "ghat = g")
+    check = check_named(
+        check_file(get("layer_norm"), path, max_examples=1), "property: gradient ignores shift and scale of a row"
+    )
+    assert not check.passed
+    assert "scaled" in check.summary and "Σ_i ∂L/∂x_i (x_i − μ) =" in check.summary, check.summary
+    assert "should be 0" not in check.summary  # the shift sum (≈ 0 here) is not what failed
+
+
+def test_backward_that_changes_the_incoming_gradient_fails(tmp_path):
+    path = with_mistake(
+        tmp_path, "vae", "g = grad.data.reshape(-1, 1)", "grad.data *= 1.0001\n        g = grad.data.reshape(-1, 1)"
+    )
+    check = check_named(check_file(get("vae"), path, max_examples=1), "KLDivergence gradient shapes")
+    assert not check.passed and "changed the incoming gradient grad in place" in check.summary
+
+
+def test_passing_checks_say_the_inputs_were_left_unchanged():
+    report = check_file(get("sigmoid_tanh"), SOLUTIONS / "sigmoid_tanh.py", max_examples=1)
+    assert "leaves its inputs unchanged" in check_named(report, "Sigmoid forward").summary
+    assert "inputs and incoming gradient unchanged" in check_named(report, "Sigmoid gradient shapes").summary
+
+
+@pytest.mark.parametrize("content", ["def f(:\n", "x = 1\n", None], ids=["syntax error", "no classes", "missing"])
+def test_every_submission_is_scored_out_of_the_same_total(tmp_path, content):
+    good = check_file(get("rope"), SOLUTIONS / "rope.py", max_examples=1)
+    path = tmp_path / "rope.py"
+    if content is not None:
+        path.write_text(content)
+    bad = check_file(get("rope"), path, max_examples=1)
+    assert [c.name for c in bad.checks] == [c.name for c in good.checks]
+    assert not any(c.passed for c in bad.checks)
+    assert bad.to_dict()["total"] == good.to_dict()["total"] == len(good.checks)
+
+
+def test_cli_gradescope_format(tmp_path, capsys):
+    bad = with_mistake(tmp_path, "vae", "grad_mu = g * mu", "grad_mu = -g * mu")
+    assert main(["check", "vae", str(bad), "--examples", "1", "--format", "gradescope"]) == 1
+    results = json.loads(capsys.readouterr().out)
+    names = [c.name for c in check_file(get("vae"), bad, max_examples=1).checks]
+    assert [t["name"] for t in results["tests"]] == names
+    assert all(set(t) == {"name", "score", "max_score", "output"} for t in results["tests"])
+    assert all(t["max_score"] == 1.0 and t["score"] in (0.0, 1.0) for t in results["tests"])
+    assert results["score"] == sum(t["score"] for t in results["tests"]) < len(names)
+    failed = [t for t in results["tests"] if t["score"] == 0.0]
+    assert failed[0]["name"] == "KLDivergence gradcheck" and "hint: ∂KL/∂μ = +μ" in failed[0]["output"]
+
+    broken = tmp_path / "broken.py"
+    broken.write_text("class KLDivergence(:\n")
+    assert main(["check", "vae", str(broken), "--format", "gradescope"]) == 1
+    results = json.loads(capsys.readouterr().out)
+    assert results["score"] == 0.0 and len(results["tests"]) == len(names)
+    assert "could not be imported" in results["tests"][0]["output"]
+
+
+def test_cli_json_flag_is_the_json_format(tmp_path, capsys):
+    good = SOLUTIONS / "vae.py"
+    assert main(["check", "vae", str(good), "--examples", "1", "--json"]) == 0
+    flag = json.loads(capsys.readouterr().out)
+    assert main(["check", "vae", str(good), "--examples", "1", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == flag
+    assert set(flag) == {"exercise", "file", "passed", "score", "total", "checks"}

@@ -4,6 +4,7 @@
     python -m minigen.exercises start rope work/           # writes work/rope.py (the maths + stubs)
     python -m minigen.exercises check rope work/rope.py    # PASS/FAIL per check, with hints
     python -m minigen.exercises check rope work/rope.py --json   # for autograders
+    python -m minigen.exercises check rope work/rope.py --format gradescope > results.json
 
 Each exercise is one module in this package, readable on its own: the template text
 the student receives, the engine's reference it is compared with, the hypothesis

@@ -3,13 +3,17 @@
 list                          the exercises, one line each
 start NAME DIR [--force]      write DIR/NAME.py: the maths, the shapes and stubs to fill in
                               (an existing file is never overwritten without --force)
-check NAME FILE [--json] [--examples N] [--seed S] [--device D]
-                              run the checks; exit status 0 when all pass, 1 otherwise
+check NAME FILE [--format text|json|gradescope] [--json] [--examples N] [--seed S] [--device D]
+                              run the checks; exit status 0 when all pass, 1 otherwise.
+                              --format json (or --json): the results for autograders;
+                              --format gradescope: Gradescope's results.json on stdout
+                              (one test per check, 1 point each, and the total score)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,11 +45,16 @@ def _start(name: str, directory: str, force: bool) -> int:
     return 0
 
 
-def _check(name: str, file: str, as_json: bool, examples: int, seed: int | None, device: str) -> int:
+def _check(name: str, file: str, output_format: str, examples: int, seed: int | None, device: str) -> int:
     from minigen.exercises.checker import check_file
 
     report = check_file(get(name), file, max_examples=examples, seed=seed, device=device)
-    print(report.to_json() if as_json else report.text())
+    if output_format == "gradescope":
+        print(json.dumps(report.to_gradescope(), indent=2, ensure_ascii=False))
+    elif output_format == "json":
+        print(report.to_json())
+    else:
+        print(report.text())
     return 0 if report.passed else 1
 
 
@@ -60,7 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check", help="check your solution")
     check.add_argument("name", help="exercise name (see list)")
     check.add_argument("file", help="your solution file")
-    check.add_argument("--json", action="store_true", help="machine-readable results")
+    check.add_argument(
+        "--format",
+        choices=("text", "json", "gradescope"),
+        default="text",
+        help="text (default), json (machine-readable), or gradescope (Gradescope's results.json)",
+    )
+    check.add_argument("--json", action="store_true", help="the same as --format json")
     check.add_argument("--examples", type=int, default=10, help="how many generated inputs (default 10)")
     check.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: fixed, reproducible)")
     check.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -70,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list()
         if args.command == "start":
             return _start(args.name, args.directory, args.force)
-        return _check(args.name, args.file, args.json, args.examples, args.seed, args.device)
+        output_format = "json" if args.json else args.format
+        return _check(args.name, args.file, output_format, args.examples, args.seed, args.device)
     except KeyError as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2

@@ -112,7 +112,8 @@ def _steps(q: np.ndarray, k: np.ndarray, v: np.ndarray, g: np.ndarray) -> dict[s
     a = e / e.sum(axis=-1, keepdims=True)
     da = g @ np.swapaxes(v, -1, -2)
     ds = a * (da - (da * a).sum(axis=-1, keepdims=True))
-    return {"A": a, "dS": ds}
+    ds_wrong_axis = a * (da - (da * a).sum(axis=-2, keepdims=True))
+    return {"A": a, "dS": ds, "dS summed over the wrong axis": ds_wrong_axis}
 
 
 # ------------------------------------------------------------------------- properties
@@ -161,7 +162,27 @@ def no_gradient_leaks_into_the_future(student: Student, case: Case) -> None:
                 )
 
 
-PROPERTIES = (outputs_do_not_depend_on_the_future, no_gradient_leaks_into_the_future)
+def stable_for_large_scores(student: Student, case: Case) -> None:
+    """Scores around ±800 give finite, correct outputs (each row's maximum score is subtracted before e^S)."""
+    q = np.array([[[24.0, 24.0], [24.0, -24.0], [-24.0, 24.0]]])
+    k = np.array([[[24.0, 24.0], [-24.0, 24.0], [24.0, 23.0]]])
+    v = np.arange(6.0).reshape(1, 3, 2)
+    large = case.with_arrays(q=q, k=k, v=v)  # S_00 = 1152/√2 ≈ 815, S_11 ≈ −815
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        out = student.forward("CausalAttention", large)
+    want = student.reference("CausalAttention", large)
+    if out.shape == want.shape and not (np.all(np.isfinite(out)) and np.allclose(out, want, atol=1e-9)):
+        raise CheckFailed(
+            f"CausalAttention of scores around ±800 gives {out.tolist()}, expected {want.tolist()}",
+            [
+                "e^800 overflows (and e^−800 underflows to 0, so a row can sum to 0): subtract each row's "
+                "maximum score before the exponential; the softmax does not change"
+            ],
+            case=f"q {q.tolist()}, k {k.tolist()}, v {v.tolist()}",
+        )
+
+
+PROPERTIES = (outputs_do_not_depend_on_the_future, no_gradient_leaks_into_the_future, stable_for_large_scores)
 
 
 # ------------------------------------------------------------------ typical mistakes
@@ -194,4 +215,10 @@ def diagnose_backward(op: str, case: Case, g: np.ndarray, mine: dict, want: dict
         hints.append("∂L/∂K = (∂L/∂S)ᵀ Q / √d: the transpose of ∂L/∂S is missing")
     if close(mine["v"], steps["A"] @ g) and not close(mine["v"], want["v"]):
         hints.append("∂L/∂V = Aᵀ G: the transpose of A is missing")
+    wrong_axis = steps["dS summed over the wrong axis"]
+    if close(mine["q"], wrong_axis @ k / math.sqrt(d)) and not close(mine["q"], want["q"]):
+        hints.append(
+            "the softmax backward sums over the wrong axis: ∂L/∂S_ij = A_ij (∂L/∂A_ij − Σ_k ∂L/∂A_ik A_ik) sums "
+            "along each ROW of A (over the keys k, axis −1), not down a column"
+        )
     return hints

@@ -1,28 +1,44 @@
 """The checker behind ``python -m minigen.exercises check NAME FILE``.
 
-An exercise is one module in this package (``sigmoid_tanh.py`` is the simplest to read).
-It describes, in plain module-level names:
+Writing a new exercise
+----------------------
+An exercise is one module in this package (``sigmoid_tanh.py`` is the simplest to read;
+copy it) added to ``EXERCISES`` in ``__init__.py``. It declares, in plain module-level
+names:
 
 * ``NAME``, ``TITLE``, ``TOPIC``: what it is called and which lecture it belongs to;
-* ``TEMPLATE``: the student file that ``start`` writes (the maths, the shapes, stubs);
-* ``OPS``: one ``Op`` per ``Function`` class the student writes, with the engine's
-  reference implementation to compare against;
-* ``cases()``: a hypothesis strategy of ``Case`` objects (small random inputs), and
-  ``EXAMPLES``: hand-picked cases that are always checked first;
-* ``PROPERTIES``: topic-specific checks, plain functions ``f(student, case)`` that raise
-  ``CheckFailed`` (causal leakage for attention, one-hot routing for max-pool, ...);
-* optionally ``diagnose_forward`` / ``diagnose_backward``: hints that recognise the
-  typical mistakes of that topic by comparing with the reference.
+* ``TEMPLATE``: the student file that ``start`` writes (the maths, the shapes, stubs
+  that raise ``NotImplementedError("not implemented yet: ...")``);
+* ``OPS``: one ``Op`` per ``Function`` class the student writes: its inputs (names of
+  case arrays), which of them need a gradient, its keyword parameters, and the
+  engine's reference implementation to compare against;
+* ``cases()``: a hypothesis strategy of ``Case`` objects (small random inputs, values
+  kept away from kinks and ties), and ``EXAMPLES``: hand-picked cases checked first;
+* ``PROPERTIES``: topic-specific checks, plain functions ``f(student, case)`` whose
+  docstring's first line says what holds and which raise ``CheckFailed(message,
+  hints)`` when it does not (causal leakage for attention, one-hot routing for
+  max-pool, ...); ``student.forward`` / ``student.vjp`` run the student's op and
+  return host arrays;
+* optionally the hints for the topic's typical mistakes:
+  ``diagnose_forward(op, case, mine, want)`` and
+  ``diagnose_backward(op, case, g, mine, want)`` return sentences naming the mistake
+  when the student's result matches a known wrong formula (build the wrong formula in
+  NumPy and compare with ``close``). When they recognise nothing, the generic hints
+  of ``minigen.gradient_hints`` are shown (a constant factor, a sign, the pattern of
+  the wrong elements, a transposed operand, an ignored upstream gradient, ...).
 
 For every op the checker runs, on every case (stopping at the first failing one):
 
-1. **forward**: the student's output against the reference (float64), and that float32
-   inputs give a float32 output;
-2. **gradient shapes**: backward returns one gradient per input, each of its input's shape;
+1. **forward**: the student's output against the reference (float64), that float32
+   inputs give a float32 output, and that forward leaves its inputs unchanged;
+2. **gradient shapes**: backward returns one gradient per input, each of its input's
+   shape, and leaves the inputs and the incoming gradient unchanged;
 3. **gradcheck**: ``mg.gradcheck`` in float64, whose per-element report and hints are shown;
 
 then the properties, and finally the **GPU path**: the same ops on the stand-in GPU
-device, which (like CuPy) refuses NumPy calls on device data.
+device, which (like CuPy) refuses NumPy calls on device data. Every submission gets
+the same list of checks (``check_names``), so every score is out of the same total:
+a file that cannot be imported fails each of them.
 """
 
 from __future__ import annotations
@@ -30,7 +46,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
-import re
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -42,8 +57,22 @@ from typing import Any
 import numpy as np
 
 from minigen import autograd, backend
+from minigen.errors import GradientShapeError, SumToShapeError, find_in_chain
 from minigen.gradcheck import gradcheck
+from minigen.gradient_hints import constant_ratio, pattern_hints, ratio_hint, shape_hints
 from minigen.tensor import Tensor
+
+__all__ = [  # what exercise modules import from here
+    "Case",
+    "CheckFailed",
+    "Op",
+    "Student",
+    "check_file",
+    "check_module",
+    "close",
+    "constant_ratio",
+    "shape_hints",
+]
 
 # Forward values are compared in float64: a correct formula agrees to rounding error.
 FORWARD_RTOL = 1e-6
@@ -132,16 +161,7 @@ class Report:
         """The human-readable summary: one PASS/FAIL line per check, then what failed and why."""
         lines = [f"minigen exercise '{self.exercise}': checking {self.file}", ""]
         for c in self.checks:
-            lines.append(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.summary}")
-            if c.passed:
-                continue
-            if c.case:
-                lines.append(f"      on input: {c.case}")
-            for line in c.details.splitlines():
-                if not line.strip().startswith("hint: "):  # the hints are listed below
-                    lines.append(f"      | {line}")
-            for hint in c.hints:
-                lines.append(f"      hint: {hint}")
+            lines += check_lines(c)
         passed = sum(c.passed for c in self.checks)
         lines += ["", f"{passed}/{len(self.checks)} checks passed: {'PASS' if self.passed else 'FAIL'}"]
         return "\n".join(lines)
@@ -170,6 +190,42 @@ class Report:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def to_gradescope(self) -> dict[str, Any]:
+        """Gradescope's ``results.json``: one test per check, 1 point each, and the total score.
+
+        Every submission of an exercise has the same checks (``check_names``), so every
+        score is out of the same total.
+        """
+        passed = sum(c.passed for c in self.checks)
+        return {
+            "score": float(passed),
+            "output": f"minigen exercise '{self.exercise}': {passed}/{len(self.checks)} checks passed",
+            "tests": [
+                {
+                    "name": c.name,
+                    "score": 1.0 if c.passed else 0.0,
+                    "max_score": 1.0,
+                    "output": "\n".join(line.strip() for line in check_lines(c)),
+                }
+                for c in self.checks
+            ],
+        }
+
+
+def check_lines(c: CheckResult) -> list[str]:
+    """One check as text: its PASS/FAIL line, then (if it failed) the input, the report, the hints."""
+    lines = [f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.summary}"]
+    if c.passed:
+        return lines
+    if c.case:
+        lines.append(f"      on input: {c.case}")
+    for line in c.details.splitlines():
+        if not line.strip().startswith("hint: "):  # the hints are listed below
+            lines.append(f"      | {line}")
+    for hint in c.hints:
+        lines.append(f"      hint: {hint}")
+    return lines
 
 
 # ------------------------------------------------------------------- running student code
@@ -214,9 +270,13 @@ class Student:
         return out
 
     def forward(self, op: Op | str, case: Case, dtype: Any = np.float64) -> np.ndarray:
+        """The student's output (host array); raises ``CheckFailed`` if forward changed an input."""
         op = self.ops[op] if isinstance(op, str) else op
+        tensors = self.tensors(op, case, dtype=dtype)
+        before = _snapshot(tensors)
         with autograd.no_grad():
-            out = self.apply(op, self.tensors(op, case, dtype=dtype), case)
+            out = self.apply(op, tensors, case)
+        _check_unchanged(op, "forward", zip(op.inputs, tensors, before))
         return backend.asnumpy(out.data)
 
     def vjp(self, op: Op | str, case: Case, upstream: np.ndarray) -> dict[str, np.ndarray | None]:
@@ -227,11 +287,15 @@ class Student:
         """
         op = self.ops[op] if isinstance(op, str) else op
         tensors = self.tensors(op, case, requires_grad=True)
+        before = _snapshot(tensors)
         out = self.apply(op, tensors, case)
+        _check_unchanged(op, "forward", zip(op.inputs, tensors, before))
         if out.grad_fn is None:
             raise CheckFailed(f"{op.name}: the output has no backward node (was forward run under no_grad?)")
+        incoming = Tensor(backend.to_device(np.array(upstream), out.device))
         with autograd.no_grad():
-            grads = out.grad_fn.backward(Tensor(backend.to_device(np.array(upstream), out.device)))
+            grads = out.grad_fn.backward(incoming)
+        _check_unchanged(op, "backward", [*zip(op.inputs, tensors, before), ("grad", incoming, np.array(upstream))])
         if not isinstance(grads, tuple):
             grads = (grads,)
         if len(grads) != len(op.inputs):
@@ -277,6 +341,25 @@ class Student:
         return np.random.default_rng(seed).standard_normal(shape)
 
 
+def _snapshot(tensors: Sequence[Tensor]) -> list[np.ndarray]:
+    return [backend.asnumpy(t.data).copy() for t in tensors]
+
+
+def _check_unchanged(op: Op, method: str, named: Any) -> None:
+    """Raise ``CheckFailed`` if ``method`` changed one of the (name, tensor, copy before) in place."""
+    for name, t, before in named:
+        now = backend.asnumpy(t.data)
+        if now.shape != before.shape or not np.array_equal(now, before, equal_nan=now.dtype.kind in "fc"):
+            what = "the incoming gradient grad" if name == "grad" else f"its input {name}"
+            raise CheckFailed(
+                f"{op.name}.{method} changed {what} in place",
+                [
+                    f"{method} must not change {what} in place, because the caller (and other ops, and backward) "
+                    f"still use it: compute into new arrays (y = {name}.data - m, not {name}.data -= m)"
+                ],
+            )
+
+
 def load_student(path: str | Path) -> ModuleType:
     """Import a student file by path (not added to ``sys.modules``: each check reloads it)."""
     path = Path(path)
@@ -293,14 +376,23 @@ _counter = itertools.count()
 
 
 def describe_error(error: BaseException, student_file: str | None) -> str:
-    """``ValueError: ... (your file, line 12: `y = a @ b`)``: the error and where in the student's file."""
+    """``ValueError: ... (your file, line 12: `y = a @ b`)``: the error and where in the student's file.
+
+    An error from forward is re-raised by ``Function.apply`` with the op's inputs added;
+    the student's line is then in the traceback of the original (its ``__cause__``).
+    """
     text = f"{type(error).__name__}: {error}"
     if student_file:
         mine = Path(student_file).resolve()
-        frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == mine]
-        if frames:
-            frame = frames[-1]
-            text += f" (your file, line {frame.lineno}: `{(frame.line or '').strip()}`)"
+        current: BaseException | None = error
+        seen: set[int] = set()
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            frames = [f for f in traceback.extract_tb(current.__traceback__) if Path(f.filename).resolve() == mine]
+            if frames:
+                frame = frames[-1]
+                return text + f" (your file, line {frame.lineno}: `{(frame.line or '').strip()}`)"
+            current = current.__cause__ or current.__context__
     return text
 
 
@@ -312,49 +404,32 @@ def error_hints(error: BaseException) -> list[str]:
             "your code calls NumPy on tensor data, which fails on a GPU (CuPy arrays): use the array "
             "module of the data, xp = x.xp (or grad.xp), and write xp.exp(...), xp.zeros(...), ..."
         ]
-    found = re.search(r"sum_to: shape (\([0-9, ]*\)) does not broadcast from (\([0-9, ]*\))", text)
-    if found:
-        returned, expected = (tuple(int(v) for v in re.findall(r"\d+", group)) for group in found.groups())
-        return shape_hints(returned, expected) or [
-            f"the gradient has shape {returned}, which cannot be summed to the input's shape {expected}"
+    sum_to = find_in_chain(error, SumToShapeError)
+    if sum_to is not None and sum_to.shape is not None and sum_to.target is not None:
+        return shape_hints(sum_to.shape, sum_to.target) or [
+            f"the gradient has shape {sum_to.shape}, which cannot be summed to the input's shape {sum_to.target}"
         ]
-    if "could not be broadcast" in text or "cannot be multiplied" in text:
+    wrong_shape = find_in_chain(error, GradientShapeError)
+    if wrong_shape is not None and wrong_shape.shape is not None and wrong_shape.expected is not None:
+        return shape_hints(wrong_shape.shape, wrong_shape.expected)
+    if "could not be broadcast" in text or "cannot be multiplied" in text or "mismatch in its core dimension" in text:
         return ["check the shapes of your intermediate results against the shapes in the exercise's docstring"]
     return []
-
-
-def shape_hints(returned: tuple[int, ...], expected: tuple[int, ...]) -> list[str]:
-    """Why a gradient may have the wrong shape."""
-    hints = []
-    try:
-        broadcast = np.broadcast_shapes(returned, expected)
-    except ValueError:
-        broadcast = None
-    if broadcast == tuple(returned) and tuple(returned) != tuple(expected):
-        hints.append(
-            "a missing unbroadcast: the input was broadcast in forward, so its gradient must be summed "
-            f"over the broadcast axes back to {tuple(expected)} (grad.sum_to(shape))"
-        )
-    elif sorted(returned) == sorted(expected) and len(returned) == len(expected):
-        hints.append("the axes are in the wrong order: a transpose is missing or extra")
-    return hints
-
-
-def constant_ratio(student: np.ndarray, reference: np.ndarray) -> float | None:
-    """c when student = c × reference everywhere (a factor or sign mistake), else None."""
-    significant = np.abs(reference) > 1e-6 * max(float(np.abs(reference).max(initial=0.0)), 1e-12)
-    if significant.sum() < 1 or student.shape != reference.shape:
-        return None
-    ratios = student[significant] / reference[significant]
-    c = float(np.median(ratios))
-    if np.allclose(student, c * reference, rtol=1e-6, atol=1e-9):
-        return c
-    return None
 
 
 def close(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     """Same shape and values to float64 rounding (for recognising typical mistakes)."""
     return a is not None and b is not None and a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-6, atol=1e-9))
+
+
+def output_hints(mine: np.ndarray, want: np.ndarray, wrong: np.ndarray, inputs: Sequence[np.ndarray]) -> list[str]:
+    """Generic hints for a wrong forward output: a constant factor, or the pattern of the wrong elements."""
+    c = constant_ratio(mine, want)
+    said = ratio_hint(c, "your output", "the expected one") if c is not None else None
+    if said:
+        return [said]
+    same_shape = [a for a in inputs if a.shape == wrong.shape and a.dtype.kind == "f"]
+    return pattern_hints(wrong, same_shape[0] if same_shape else None)
 
 
 # --------------------------------------------------------------------------- the checks
@@ -443,11 +518,13 @@ class _Runner:
                 error = np.abs(mine - want)
                 where = np.unravel_index(int(np.argmax(error)), error.shape) if error.ndim else ()
                 index = tuple(int(i) for i in where)
+                wrong = ~np.isclose(mine, want, rtol=FORWARD_RTOL, atol=FORWARD_ATOL)
                 hints = diagnose(op.name, case, mine, want) if diagnose else []
                 raise CheckFailed(
-                    f"output differs from the reference: max abs error {float(error.max()):.3g} at index {index} "
-                    f"(yours {float(mine[where]):.6g}, expected {float(want[where]):.6g})",
-                    hints,
+                    f"output differs from the reference at {int(wrong.sum())} of {wrong.size} elements: max abs "
+                    f"error {float(error.max()):.3g} at index {index} (yours {float(mine[where]):.6g}, expected "
+                    f"{float(want[where]):.6g})",
+                    hints or output_hints(mine, want, wrong, [case.arrays[name] for name in op.inputs]),
                 )
             if any(a.dtype.kind == "f" for a in case.arrays.values()):
                 single = self.student.forward(op, case, dtype=np.float32)
@@ -461,7 +538,9 @@ class _Runner:
                     )
             return None
 
-        return self.run_over_cases(f"{op.name} forward", check, "matches the reference", op.inputs + op.params)
+        return self.run_over_cases(
+            f"{op.name} forward", check, "matches the reference, leaves its inputs unchanged", op.inputs + op.params
+        )
 
     def gradient_shapes(self, op: Op) -> CheckResult:
         def check(case: Case) -> None:
@@ -482,7 +561,10 @@ class _Runner:
             return None
 
         return self.run_over_cases(
-            f"{op.name} gradient shapes", check, "one gradient per input, right shapes", op.inputs + op.params
+            f"{op.name} gradient shapes",
+            check,
+            "one gradient per input, right shapes, inputs and incoming gradient unchanged",
+            op.inputs + op.params,
         )
 
     def gradcheck(self, op: Op) -> CheckResult:
@@ -510,12 +592,8 @@ class _Runner:
                     self.student.vjp(op, case, upstream),
                     self.student.reference_vjp(op, case, upstream),
                 )
-            # gradcheck's own hints stay in its report (the details) and are listed after the exercise's.
-            hints += [
-                line.strip()[len("hint: ") :]
-                for line in result.report.splitlines()
-                if line.strip().startswith("hint: ")
-            ]
+            if not hints:  # gradcheck's generic hints, unless the exercise named the mistake itself
+                hints = [hint for r in result.inputs for hint in r.hints]
             hints = list(dict.fromkeys(hints))  # two inputs often get the same hint
             checked = [name for name in op.inputs if name in op.differentiable]  # gradcheck's order
             failing = [name for name, r in zip(checked, result.inputs) if not r.passed]
@@ -532,15 +610,16 @@ class _Runner:
     # ----------------------------------------------------------- properties and devices
     def property(self, prop: Callable[[Student, Case], None]) -> CheckResult:
         doc = (prop.__doc__ or "").strip().splitlines()
-        name = "property: " + prop.__name__.replace("_", " ")
-        return self.run_over_cases(name, lambda case: prop(self.student, case), doc[0] if doc else "holds")
+        return self.run_over_cases(
+            property_name(prop), lambda case: prop(self.student, case), doc[0] if doc else "holds"
+        )
 
     def gpu_path(self) -> CheckResult:
         """Forward and backward on the stand-in GPU must run and agree with the CPU."""
         gpu = Student(self.student.module, self.exercise, device="standin")
         first = [self.cases[0]]
 
-        name = "GPU path (stand-in device)"
+        name = GPU_PATH
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -575,6 +654,36 @@ class _Runner:
         return result
 
 
+GPU_PATH = "GPU path (stand-in device)"
+
+
+def property_name(prop: Callable[..., None]) -> str:
+    return "property: " + prop.__name__.replace("_", " ")
+
+
+def check_names(exercise: ModuleType) -> list[str]:
+    """The checks every submission of ``exercise`` gets, in order: the same list for all."""
+    names = []
+    for op in exercise.OPS:
+        names += [f"{op.name} forward", f"{op.name} gradient shapes", f"{op.name} gradcheck"]
+    names += [property_name(prop) for prop in exercise.PROPERTIES]
+    return names + [GPU_PATH]
+
+
+def failing_every_check(exercise: ModuleType, path: str, summary: str, hints: Sequence[str] = ()) -> Report:
+    """A report in which every check fails for one reason (the file is missing, broken, incomplete).
+
+    The first check carries the reason and its hints; the others refer to it, so the
+    score is 0 out of the same total as for every other submission.
+    """
+    names = check_names(exercise)
+    checks = [CheckResult(names[0], False, summary, hints=list(hints))]
+    checks += [
+        CheckResult(name, False, f"not run: {summary.split(':')[0]} (see the first check)") for name in names[1:]
+    ]
+    return Report(exercise.NAME, path, checks)
+
+
 def check_module(
     exercise: ModuleType,
     module: ModuleType,
@@ -587,17 +696,11 @@ def check_module(
     student = Student(module, exercise, device)
     missing = [op.name for op in exercise.OPS if not isinstance(getattr(module, op.name, None), type)]
     if missing:
-        return Report(
-            exercise.NAME,
+        return failing_every_check(
+            exercise,
             path,
-            [
-                CheckResult(
-                    "file",
-                    False,
-                    f"your file must define the class(es) {', '.join(missing)}",
-                    hints=[f"start from the template: python -m minigen.exercises start {exercise.NAME} DIR"],
-                )
-            ],
+            f"your file must define the class(es) {', '.join(missing)}",
+            [f"start from the template: python -m minigen.exercises start {exercise.NAME} DIR"],
         )
     runner = _Runner(exercise, student, generate_cases(exercise, max_examples, seed), path)
     checks = []
@@ -620,16 +723,12 @@ def check_module(
 def check_file(
     exercise: ModuleType, path: str | Path, max_examples: int = 10, seed: int | None = None, device: str = "cpu"
 ) -> Report:
-    """Import the student's file and run every check; a file that fails to import is one FAIL."""
+    """Import the student's file and run every check; a file that fails to import fails every check."""
     path = str(path)
     if not Path(path).is_file():
-        return Report(exercise.NAME, path, [CheckResult("file", False, f"no such file: {path}")])
+        return failing_every_check(exercise, path, f"no such file: {path}")
     try:
         module = load_student(path)
     except Exception as error:
-        return Report(
-            exercise.NAME,
-            path,
-            [CheckResult("file", False, "your file could not be imported: " + describe_error(error, path))],
-        )
+        return failing_every_check(exercise, path, "your file could not be imported: " + describe_error(error, path))
     return check_module(exercise, module, path, max_examples, seed, device)

@@ -123,8 +123,8 @@ EXAMPLES = [
 ]
 
 
-def _coverage(case: Case) -> np.ndarray:
-    """How many windows use each input pixel: (H, W), from the geometry alone."""
+def _padded_coverage(case: Case) -> np.ndarray:
+    """How many windows use each pixel of the PADDED input: (H + 2p, W + 2p), from the geometry alone."""
     x, weight = case.arrays["x"], case.arrays["weight"]
     s, p = case.params["stride"], case.params["padding"]
     (h, w), (kh, kw) = x.shape[2:], weight.shape[2:]
@@ -133,24 +133,43 @@ def _coverage(case: Case) -> np.ndarray:
     for i in range(kh):
         for j in range(kw):
             count[i : i + s * (h_out - 1) + 1 : s, j : j + s * (w_out - 1) + 1 : s] += 1
-    return count[p : p + h, p : p + w]
+    return count
+
+
+def _coverage(case: Case) -> np.ndarray:
+    """How many windows use each input pixel: (H, W) (the padding cropped off)."""
+    p = case.params["padding"]
+    h, w = case.arrays["x"].shape[2:]
+    return _padded_coverage(case)[p : p + h, p : p + w]
+
+
+CROP_HINT = (
+    "∂L/∂x is ∂L/∂x_pad cropped at the wrong place: the padding adds p = {p} pixels on EVERY side, so "
+    "the input's gradient is dx_pad[:, :, p:p+H, p:p+W], not dx_pad[:, :, :H, :W]"
+)
+ACCUMULATE_HINT = (
+    "pixels used by several windows keep only the last window's gradient: accumulate with += (each "
+    "window adds its share), do not assign with ="
+)
 
 
 # ------------------------------------------------------------------------- properties
 def every_window_sends_gradient_to_its_pixels(student: Student, case: Case) -> None:
     """With W = 1 and G = 1, ∂L/∂x counts the windows covering each pixel (times O)."""
     x, weight = case.arrays["x"], case.arrays["weight"]
+    p, o = case.params["padding"], weight.shape[0]
     ones = case.with_arrays(weight=np.ones_like(weight))
     g = np.ones(student.reference("Conv2d", ones).shape)
     dx = student.vjp("Conv2d", ones, g)["x"]
-    want = weight.shape[0] * np.broadcast_to(_coverage(case), x.shape)
+    coverage = _coverage(case)
+    want = o * np.broadcast_to(coverage, x.shape)
     if dx is not None and dx.shape == x.shape and not np.allclose(dx, want):
         hints = []
-        if np.all(dx <= want + 1e-9) and np.allclose(dx[..., _coverage(case) == 1], want[..., _coverage(case) == 1]):
-            hints.append(
-                "pixels used by several windows get too little gradient: accumulate with += (each window adds "
-                "its share), do not assign with ="
-            )
+        h, w = x.shape[2:]
+        if p > 0 and np.allclose(dx, o * np.broadcast_to(_padded_coverage(case)[:h, :w], x.shape)):
+            hints.append(CROP_HINT.format(p=p))
+        elif (coverage > 1).any() and np.allclose(dx, o * np.broadcast_to(coverage > 0, x.shape)):
+            hints.append(ACCUMULATE_HINT)
         raise CheckFailed("some input pixels do not receive the gradient of every window that uses them", hints)
 
 
@@ -158,31 +177,51 @@ PROPERTIES = (every_window_sends_gradient_to_its_pixels,)
 
 
 # ------------------------------------------------------------------ typical mistakes
-def _reference_grads(case: Case, g: np.ndarray, x: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _reference_grads(
+    g: np.ndarray, x: np.ndarray, weight: np.ndarray, stride: int, padding: int
+) -> tuple[np.ndarray, np.ndarray]:
     xt, wt = Tensor(x, requires_grad=True), Tensor(weight, requires_grad=True)
-    out = conv2d(xt, wt, stride=case.params["stride"], padding=case.params["padding"])
+    out = conv2d(xt, wt, stride=stride, padding=padding)
     dx, dw = autograd.grad(out, [xt, wt], grad_outputs=Tensor(g))
     return dx.numpy(), dw.numpy()
 
 
+def _assigned_dx(case: Case, g: np.ndarray, i_outer: bool) -> np.ndarray:
+    """∂L/∂x when each offset's contribution is assigned with = (the last one wins), loops in either order."""
+    x, weight = case.arrays["x"], case.arrays["weight"]
+    s, p = case.params["stride"], case.params["padding"]
+    (h, w), (kh, kw) = x.shape[2:], weight.shape[2:]
+    h_out, w_out = g.shape[2:]
+    dx_pad = np.zeros(x.shape[:2] + (h + 2 * p, w + 2 * p))
+    offsets = [(i, j) for i in range(kh) for j in range(kw)]
+    for i, j in offsets if i_outer else sorted(offsets, key=lambda ij: (ij[1], ij[0])):
+        window = (slice(None), slice(None), slice(i, i + s * (h_out - 1) + 1, s), slice(j, j + s * (w_out - 1) + 1, s))
+        dx_pad[window] = np.einsum("nohw,oc->nchw", g, weight[:, :, i, j])
+    return dx_pad[:, :, p : p + h, p : p + w]
+
+
 def diagnose_backward(op: str, case: Case, g: np.ndarray, mine: dict, want: dict) -> list[str]:
     x, weight = case.arrays["x"], case.arrays["weight"]
+    s, p = case.params["stride"], case.params["padding"]
+    dx = mine["x"]
+    if dx is not None and close(dx, want["x"]):
+        dx = None  # ∂L/∂x is right: only ∂L/∂W can hold the mistake
     hints = []
-    flipped_dx, _ = _reference_grads(case, g, x, weight[:, :, ::-1, ::-1].copy())
-    if weight.shape[2] * weight.shape[3] > 1 and close(mine["x"], flipped_dx) and not close(mine["x"], want["x"]):
+    if dx is not None and p > 0:
+        x_pad = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+        dx_pad, _ = _reference_grads(g, x_pad, weight, s, 0)
+        if close(dx, dx_pad[:, :, : x.shape[2], : x.shape[3]]):
+            hints.append(CROP_HINT.format(p=p))
+    flipped_dx, _ = _reference_grads(g, x, weight[:, :, ::-1, ::-1].copy(), s, p)
+    if dx is not None and weight.shape[2] * weight.shape[3] > 1 and close(dx, flipped_dx):
         hints.append(
             "∂L/∂x matches the kernel flipped: in the scatter form each G[n, o, h, w] goes back through the same "
             "W[o, c, i, j] that produced it; flip the kernel only when writing ∂L/∂x as a convolution of G"
         )
+    if dx is not None and (close(dx, _assigned_dx(case, g, True)) or close(dx, _assigned_dx(case, g, False))):
+        hints.append(ACCUMULATE_HINT)
     if x.shape[0] > 1:
-        _, first_dw = _reference_grads(case, g[:1], x[:1], weight)
+        _, first_dw = _reference_grads(g[:1], x[:1], weight, s, p)
         if close(mine["weight"], first_dw):
             hints.append("∂L/∂W matches the first sample only: the weight is shared by the batch, sum over all n")
-    if not hints and mine["x"] is not None and mine["x"].shape == x.shape:
-        wrong = ~np.isclose(mine["x"], want["x"], rtol=1e-6, atol=1e-9)
-        shared = np.broadcast_to(_coverage(case) > 1, x.shape)
-        if wrong.any() and not (wrong & ~shared).any():
-            hints.append(
-                "∂L/∂x is wrong only at pixels used by several windows: accumulate their gradients with +=, not ="
-            )
     return hints

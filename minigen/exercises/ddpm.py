@@ -167,6 +167,25 @@ PROPERTIES = (variance_is_preserved, one_coefficient_per_sample)
 
 
 # ------------------------------------------------------------------ typical mistakes
+def _timestep_mistakes(case: Case) -> list[tuple[np.ndarray, str]]:
+    """ᾱ per sample (N, 1, 1, 1) as typical mistakes read it, with the hint naming each mistake."""
+    alpha_bars, t = case.arrays["alpha_bars"], case.arrays["t"]
+    read = [
+        (alpha_bars[t - 1], "ᾱ is read at t − 1: the timestep is off by one (alpha_bars[t] is ᾱ_t, t counts from 0)")
+    ]
+    if np.all(t + 1 < len(alpha_bars)):
+        read.append((alpha_bars[t + 1], "ᾱ is read at t + 1: the timestep is off by one (alpha_bars[t] is ᾱ_t)"))
+    read.append(
+        (
+            np.full(t.shape, alpha_bars[t[0]]),
+            "the first sample's t is used for the whole batch: each sample n has its own timestep t_n, so "
+            "gather ᾱ per sample, alpha_bars[t] with t of shape (N,), and reshape it to (N, 1, 1, 1)",
+        )
+    )
+    right = alpha_bars[t]
+    return [(ab.reshape(-1, 1, 1, 1), hint) for ab, hint in read if not np.allclose(ab, right)]
+
+
 def diagnose_forward(op: str, case: Case, mine: np.ndarray, want: np.ndarray) -> list[str]:
     if op == "QSample":
         x0, noise = case.arrays["x0"], case.arrays["noise"]
@@ -175,6 +194,9 @@ def diagnose_forward(op: str, case: Case, mine: np.ndarray, want: np.ndarray) ->
             return ["the coefficients are swapped: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (x_0 gets √ᾱ_t)"]
         if close(mine, a**2 * x0 + b**2 * noise):
             return ["use the square roots: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε"]
+        for alpha_bar, hint in _timestep_mistakes(case):
+            if close(mine, np.sqrt(alpha_bar) * x0 + np.sqrt(1.0 - alpha_bar) * noise):
+                return [hint]
         return []
     size = case.arrays["eps_pred"].size
     if size > 1 and close(mine, want * size):
@@ -187,6 +209,14 @@ def diagnose_backward(op: str, case: Case, g: np.ndarray, mine: dict, want: dict
         a, b = _coefficients(case)
         if close(mine["x0"], b * g) or close(mine["noise"], a * g):
             return ["∂L/∂x_0 = √ᾱ_t g and ∂L/∂ε = √(1 − ᾱ_t) g: yours are swapped"]
+        if close(mine["x0"], a**2 * g) or close(mine["noise"], b**2 * g):
+            return [
+                "∂x_t/∂x_0 = √ᾱ_t, not ᾱ_t (and ∂x_t/∂ε = √(1 − ᾱ_t)): multiply g by the coefficients of the "
+                "forward themselves, ∂L/∂x_0 = √ᾱ_t g and ∂L/∂ε = √(1 − ᾱ_t) g"
+            ]
+        for alpha_bar, hint in _timestep_mistakes(case):
+            if close(mine["x0"], np.sqrt(alpha_bar) * g) or close(mine["noise"], np.sqrt(1.0 - alpha_bar) * g):
+                return [hint]
         return []
     size = case.arrays["eps_pred"].size
     c = constant_ratio(mine["eps_pred"], want["eps_pred"]) if mine["eps_pred"] is not None else None

@@ -124,6 +124,20 @@ def rows_are_standardised(student: Student, case: Case) -> None:
         )
 
 
+def _backward_x(g: np.ndarray, x: np.ndarray, weight: np.ndarray | None, reduce: str = "mean") -> np.ndarray:
+    """∂L/∂x = (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂)) / σ with ĝ = γ ⊙ G (or variations, to recognise mistakes)."""
+    xhat, sigma = _xhat(x)
+    ghat = g if weight is None else g * weight
+    average = getattr(np, reduce)
+    return (ghat - average(ghat, axis=-1, keepdims=True) - xhat * average(ghat * xhat, axis=-1, keepdims=True)) / sigma
+
+
+GAMMA_HINT = (
+    "you used G where the formula has ĝ = γ ⊙ G: the gradient reaching x̂ goes through the scale γ, so "
+    "∂L/∂x = (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂)) / σ with ĝ = γ ⊙ G"
+)
+
+
 def gradient_ignores_shift_and_scale_of_a_row(student: Student, case: Case) -> None:
     """Shifting a row leaves y unchanged, so Σ_i ∂L/∂x_i = 0; scaling it changes y only through ε."""
     g = student.upstream("LayerNorm", case)
@@ -132,21 +146,30 @@ def gradient_ignores_shift_and_scale_of_a_row(student: Student, case: Case) -> N
     if dx is None or dx.shape != x.shape:
         return
     xhat, sigma = _xhat(x)
+    size = np.abs(dx).max() + 1.0
+    hints = [
+        GAMMA_HINT
+        if close(dx, _backward_x(g, x, None))
+        else "the backward must go through μ and σ too: ∂L/∂x = (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂)) / σ; "
+        "the two means remove exactly these directions"
+    ]
+    along_shift = dx.sum(axis=-1)
+    if not np.allclose(along_shift, 0.0, atol=1e-9 * size):
+        raise CheckFailed(
+            "∂L/∂x changes L when a row is shifted (x_i → x_i + δ), which leaves y unchanged: "
+            f"Σ_i ∂L/∂x_i = {float(np.abs(along_shift).max()):.3g}, should be 0",
+            hints,
+        )
     # d/dδ of L at x + δ(x − μ) is (ĝ·x̂) ε/(σ² + ε): exactly 0 without ε.
     expected_scale = (g * weight * xhat).sum(axis=-1) * EPS / sigma[..., 0] ** 2
-    along_shift = dx.sum(axis=-1)
     along_scale = (dx * (x - x.mean(axis=-1, keepdims=True))).sum(axis=-1)
-    size = np.abs(dx).max() + 1.0
-    if not np.allclose(along_shift, 0.0, atol=1e-9 * size) or not np.allclose(
-        along_scale, expected_scale, atol=1e-9 * size
-    ):
+    if not np.allclose(along_scale, expected_scale, atol=1e-9 * size):
+        worst = int(np.argmax(np.abs(along_scale - expected_scale).reshape(-1)))
         raise CheckFailed(
-            "∂L/∂x changes L along directions that leave y (almost) unchanged: shifting a row "
-            f"(Σ_i ∂L/∂x_i = {float(np.abs(along_shift).max()):.3g}, should be 0) or scaling it",
-            [
-                "the backward must go through μ and σ too: ∂L/∂x = (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂)) / σ; "
-                "the two means remove exactly these directions"
-            ],
+            "∂L/∂x changes L when a row is scaled about its mean (x_i → μ + (1 + δ)(x_i − μ)), which changes y "
+            f"only through ε: Σ_i ∂L/∂x_i (x_i − μ) = {float(along_scale.reshape(-1)[worst]):.6g}, "
+            f"should be (ĝ·x̂) ε/(σ² + ε) = {float(expected_scale.reshape(-1)[worst]):.6g}",
+            hints,
         )
 
 
@@ -174,7 +197,8 @@ def diagnose_backward(op: str, case: Case, g: np.ndarray, mine: dict, want: dict
             "you treated μ and σ as constants (∂L/∂x = γ ⊙ G / σ); they depend on every x_i of the row: "
             "∂L/∂x = (ĝ − mean(ĝ) − x̂ ⊙ mean(ĝ ⊙ x̂)) / σ with ĝ = γ ⊙ G"
         ]
-    ghat = g * weight
-    if close(mine["x"], (ghat - ghat.sum(-1, keepdims=True) - xhat * (ghat * xhat).sum(-1, keepdims=True)) / sigma):
+    if close(mine["x"], _backward_x(g, x, weight, reduce="sum")):
         return ["you used sums where the formula has means over the row: divide them by D"]
+    if close(mine["x"], _backward_x(g, x, None)) and not close(mine["x"], want["x"]):
+        return [GAMMA_HINT]
     return []

@@ -178,6 +178,12 @@ def diagnose_forward(op: str, case: Case, mine: np.ndarray, want: np.ndarray) ->
             _rotate(x, positions, 10000.0 ** (-np.arange(d // 2) / d)),
             "θ_i = 10000^(−2(i−1)/d): the factor 2 in the exponent is missing",
         ),
+        (
+            _rotate(x, tuple(range(x.shape[-2])), theta),
+            "the positions are ignored: token t must be turned by m·θ_i with m = positions[t], the position it "
+            f"was given (here {list(positions)}), not by its index 0..T−1 in the array",
+        ),
+        (x, "the output equals the input: no rotation was applied (y = R_{Θ,m} x with the angles m·θ_i)"),
     )
     for candidate, hint in variants:
         if close(mine, candidate) and not close(candidate, want):

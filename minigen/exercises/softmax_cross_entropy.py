@@ -169,6 +169,10 @@ PROPERTIES = (softmax_rows_are_distributions, stable_for_large_logits, cross_ent
 
 # ------------------------------------------------------------------ typical mistakes
 def diagnose_forward(op: str, case: Case, mine: np.ndarray, want: np.ndarray) -> list[str]:
+    if not np.all(np.isfinite(mine)):
+        return [
+            "e^x overflows for large x: subtract each row's maximum before the exponential (softmax does not change)"
+        ]
     if op == "CrossEntropy":
         n = case.arrays["logits"].shape[0]
         if n > 1 and close(mine, want * n):

@@ -15,6 +15,9 @@ up similar (``position_similarity``), i.e. the model learns the 2-D layout itsel
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import minigen as mg
 import minigen.nn as nn
 from minigen.nn.transformer import TransformerBlock
@@ -137,3 +140,63 @@ class ViT(nn.Module):
         p = self.pos_embed[0, 1:]  # skip [CLS]
         p = p / (p * p).sum(dim=-1, keepdim=True).sqrt()
         return p @ p.mT
+
+
+# --------------------------------------------------------------- named configurations
+@dataclass(frozen=True)
+class ViTConfig:
+    """A ViT architecture as in Dosovitskiy et al., table 1: layers, width, MLP width, heads."""
+
+    n_layers: int
+    d_model: int
+    mlp_dim: int
+    n_heads: int
+
+
+VIT_CONFIGS: dict[str, ViTConfig] = {
+    "base": ViTConfig(n_layers=12, d_model=768, mlp_dim=3072, n_heads=12),  # ViT-B: 86M at patch 16
+    "large": ViTConfig(n_layers=24, d_model=1024, mlp_dim=4096, n_heads=16),  # ViT-L
+    "huge": ViTConfig(n_layers=32, d_model=1280, mlp_dim=5120, n_heads=16),  # ViT-H
+}
+
+
+def count_parameters(
+    config: ViTConfig, image_size: int = 224, patch_size: int = 16, in_channels: int = 3, num_classes: int = 1000
+) -> int:
+    """The number of parameters of ``build_vit(config, ...)``, counted without allocating them.
+
+    Per block: two LayerNorms (γ, β: 2·2d), W^Q, W^K, W^V and W^O with biases
+    (3d² + 3d + d² + d) and the MLP (d·m + m + m·d + d). Around the blocks: the patch
+    embedding (C·P²·d + d), [CLS] (d), position embeddings ((N + 1)·d), the final
+    LayerNorm (2d) and the head (d·classes + classes).
+    """
+    d, m = config.d_model, config.mlp_dim
+    tokens = (image_size // patch_size) ** 2 + 1
+    block = 2 * (2 * d) + (3 * d * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d)
+    around = (in_channels * patch_size**2 * d + d) + d + tokens * d + 2 * d + (d * num_classes + num_classes)
+    return config.n_layers * block + around
+
+
+def build_vit(
+    config: ViTConfig,
+    image_size: int = 224,
+    patch_size: int = 16,
+    in_channels: int = 3,
+    num_classes: int = 1000,
+    dropout: float = 0.0,
+) -> ViT:
+    """The ``ViT`` of a named configuration (this allocates it: ViT-B is 86M parameters)."""
+    mlp_ratio = config.mlp_dim / config.d_model
+    if int(mlp_ratio * config.d_model) < config.mlp_dim:  # the block takes int(ratio·d): keep rounding from losing 1
+        mlp_ratio = math.nextafter(mlp_ratio, math.inf)
+    return ViT(
+        image_size=image_size,
+        patch_size=patch_size,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        d_model=config.d_model,
+        n_layers=config.n_layers,
+        n_heads=config.n_heads,
+        mlp_ratio=mlp_ratio,
+        dropout=dropout,
+    )

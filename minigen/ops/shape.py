@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from minigen.autograd import Function
+from minigen.errors import SumToShapeError
 from minigen.tensor import Tensor
 
 
@@ -86,7 +87,11 @@ class SumTo(Function):
         stretched = tuple(lead + i for i, s in enumerate(shape) if s == 1 and x.shape[lead + i] != 1)
         for i, s in enumerate(shape):
             if s != 1 and x.shape[lead + i] != s:
-                raise ValueError(f"sum_to: shape {tuple(x.shape)} does not broadcast from {tuple(shape)}")
+                raise SumToShapeError(
+                    f"sum_to: shape {tuple(x.shape)} does not broadcast from {tuple(shape)}",
+                    shape=tuple(x.shape),
+                    target=tuple(shape),
+                )
         self.saved = x.shape
         return _sum_keepdims(x.data, tuple(range(lead)) + stretched).reshape(shape)
 

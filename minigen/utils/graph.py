@@ -36,6 +36,7 @@ from typing import Any
 
 from minigen import autograd
 from minigen.autograd import Function
+from minigen.errors import GraphFreedError
 from minigen.tensor import Tensor
 from minigen.utils.images import atomic_write
 
@@ -115,9 +116,7 @@ def _gradient_norms(output: Tensor, leaves: list[Tensor]) -> tuple[dict[int, flo
     autograd.observers.append(observe)
     try:
         grads = autograd.grad(output, leaves, grad_outputs=gradient, retain_graph=True, allow_unused=True)
-    except RuntimeError as error:
-        if "second time" not in str(error):
-            raise
+    except GraphFreedError:
         norms = {id(leaf): _norm(leaf.grad) for leaf in leaves if leaf.grad is not None}
         return norms, "gradient norms: the graph was freed by backward(); showing the leaves' .grad only"
     finally:
