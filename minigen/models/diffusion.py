@@ -55,6 +55,7 @@ from minigen.models.samplers import (
     interpolate_noise,
     lerp,
     predict_x0,
+    reverse_process,
     slerp,
 )
 from minigen.optim import EMA
@@ -82,6 +83,7 @@ __all__ = [
     # samplers
     "Trajectory",
     "predict_x0",
+    "reverse_process",
     "ddpm_step",
     "ddpm_sample",
     "ddim_timesteps",

@@ -15,8 +15,9 @@ from x_T ~ N(0, I) (notation and 0-based indexing as in ``noise_schedules``):
   of a sub-sequence τ of the timesteps, with the noise scaled by η: η = 0 is
   deterministic, and 50 steps replace 1000 with the same trained ε_θ.
 
-The network is any callable ``model(x_t, t, *condition)`` (``guidance`` says what a
-condition is); ``y`` and ``guidance_scale`` switch on classifier-free guidance.
+Both run one loop, ``reverse_process``, with their own step. The network is any callable
+``model(x_t, t, *condition)`` (``guidance`` says what a condition is); ``y`` and
+``guidance_scale`` switch on classifier-free guidance.
 ``after_step`` lets a caller change each new x, e.g. for inpainting: paste the known
 region of the original, noised to the new step with ``q_sample``, over it.
 
@@ -70,6 +71,46 @@ def predict_x0(schedule: NoiseSchedule, x_t: Tensor, t: int, eps: Tensor) -> Ten
 
 def _maybe_clip(x0: Tensor, clip_x0: float | None) -> Tensor:
     return x0 if clip_x0 is None else x0.clamp(-clip_x0, clip_x0)
+
+
+def reverse_process(
+    model: Callable[..., Tensor],
+    x_T: Tensor,
+    timesteps: Sequence[int],
+    update: Callable[[int, int, int, Tensor, Tensor], tuple[Tensor, Tensor]],
+    y: Condition | None = None,
+    guidance_scale: float = 1.0,
+    null: Condition | None = None,
+    after_step: AfterStep | None = None,
+    trajectory: Trajectory | None = None,
+    progress: Callable[[Any], Any] | None = None,
+) -> Tensor:
+    """The loop both samplers run (DDPM's Algorithm 2, DDIM on a sub-sequence): from x_T,
+    for each t of ``timesteps`` (descending), with t_prev the next entry (−1 after the last),
+
+        ε̂ = ε_θ(x_t, t[, y])             (guided if w ≠ 1: ``predict_eps``)
+        x_{t_prev}, x̂_0 = update(i, t, t_prev, x_t, ε̂)      (``ddpm_step`` or ``ddim_step``)
+
+    then ``after_step`` may replace x_{t_prev}, and ``trajectory`` records x_t and x̂_0.
+    No graph is recorded. Returns x_0.
+    """
+    x = x_T
+    with mg.no_grad():
+        indices = range(len(timesteps))
+        for i in progress(indices) if progress is not None else indices:
+            t = timesteps[i]
+            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            t_batch = mg.full((x.shape[0],), t, dtype=mg.int64, device=x.device)
+            eps = predict_eps(model, x, t_batch, y, guidance_scale, null)
+            x_next, x0_hat = update(i, t, t_prev, x, eps)
+            if after_step is not None:
+                x_next = after_step(x_next, t_prev)
+            if trajectory is not None:
+                trajectory.record(i, t, x, x0_hat)
+            x = x_next
+        if trajectory is not None:
+            trajectory.record(0, -1, x, x)
+    return x
 
 
 # ================================================================================== DDPM
@@ -129,22 +170,15 @@ def ddpm_sample(
     * ``after_step(x, t_prev)`` may replace each new x_{t−1} (t_prev = −1 for the final x_0);
     * ``progress`` may wrap the step range (e.g. ``tqdm``).
     """
-    timesteps = range(schedule.T - 1, -1, -1)
-    x = x_T
-    with mg.no_grad():
-        for step, t in enumerate(progress(timesteps) if progress is not None else timesteps):
-            t_batch = mg.full((x.shape[0],), t, dtype=mg.int64, device=x.device)
-            eps = predict_eps(model, x, t_batch, y, guidance_scale, null)
-            z = noise[step] if noise is not None and t > 0 else None  # None: ddpm_step draws z itself
-            x_next, x0_hat = ddpm_step(schedule, x, t, eps, z, clip_x0)
-            if after_step is not None:
-                x_next = after_step(x_next, t - 1)
-            if trajectory is not None:
-                trajectory.record(step, t, x, x0_hat)
-            x = x_next
-        if trajectory is not None:
-            trajectory.record(0, -1, x, x)
-    return x
+
+    def ancestral_step(i: int, t: int, t_prev: int, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        z = noise[i] if noise is not None and t > 0 else None  # None: ddpm_step draws z itself
+        return ddpm_step(schedule, x, t, eps, z, clip_x0)
+
+    every_step = list(range(schedule.T - 1, -1, -1))
+    return reverse_process(
+        model, x_T, every_step, ancestral_step, y, guidance_scale, null, after_step, trajectory, progress
+    )
 
 
 # ================================================================================== DDIM
@@ -236,24 +270,12 @@ def ddim_sample(
         steps = ddim_timesteps(schedule.T, num_steps if num_steps is not None else min(50, schedule.T))
     if any(b >= a for a, b in zip(steps, steps[1:])) or steps[0] >= schedule.T or steps[-1] < 0:
         raise ValueError(f"ddim_sample: timesteps must decrease strictly within [0, {schedule.T}), got {steps}")
-    x = x_T
-    with mg.no_grad():
-        indices = range(len(steps))
-        for i in progress(indices) if progress is not None else indices:
-            t = steps[i]
-            t_prev = steps[i + 1] if i + 1 < len(steps) else -1
-            t_batch = mg.full((x.shape[0],), t, dtype=mg.int64, device=x.device)
-            eps = predict_eps(model, x, t_batch, y, guidance_scale, null)
-            z = noise[i] if noise is not None and eta > 0 else None
-            x_next, x0_hat = ddim_step(schedule, x, t, t_prev, eps, eta, z, clip_x0)
-            if after_step is not None:
-                x_next = after_step(x_next, t_prev)
-            if trajectory is not None:
-                trajectory.record(i, t, x, x0_hat)
-            x = x_next
-        if trajectory is not None:
-            trajectory.record(0, -1, x, x)
-    return x
+
+    def ddim_update(i: int, t: int, t_prev: int, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        z = noise[i] if noise is not None and eta > 0 else None
+        return ddim_step(schedule, x, t, t_prev, eps, eta, z, clip_x0)
+
+    return reverse_process(model, x_T, steps, ddim_update, y, guidance_scale, null, after_step, trajectory, progress)
 
 
 # ========================================================================= starting noise
