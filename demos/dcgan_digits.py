@@ -8,7 +8,7 @@ logit. Both see the label, so D rejects a well-drawn digit of the wrong class, a
 must learn to draw the requested one.
 
 The pictures are drawn from an exponential moving average of G's weights
-(``update_ema``): the GAN game never quite settles, and averaging the last few hundred
+(``minigen.optim.EMA``): the GAN game never quite settles, and averaging the last few hundred
 steps removes much of the step-to-step noise.
 
 Judging the samples: a LeNet classifier is trained separately on the real digits; the
@@ -43,8 +43,8 @@ from minigen.models.gan import (
     TrainingLog,
     discriminator_step,
     generator_step,
-    update_ema,
 )
+from minigen.optim import EMA
 from minigen.utils import line_plot, make_grid, save_gif, save_image_grid
 
 SIZE, CLASSES, LATENT = 16, 10, 32
@@ -62,6 +62,17 @@ def to_unit(images: mg.Tensor) -> mg.Tensor:
     return (images + 1.0) * 0.5
 
 
+def draw(generator: DCGANGenerator, ema: EMA, z: mg.Tensor, y: mg.Tensor) -> mg.Tensor:
+    """G(z, y) with the averaged weights θ̄, and batch norm in eval mode (its running
+    statistics, not the batch's); the generator's weights and mode are restored after."""
+    was_training = generator.training
+    generator.eval()
+    with mg.no_grad(), ema.average_parameters(generator):
+        images = generator(z, y)
+    generator.train(was_training)
+    return images
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = demo_arguments("dcgan_digits", "conditional DCGAN on rendered digits", argv, extra_flags)
     device, out = args.device, args.out
@@ -71,9 +82,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     images = train.images * 2.0 - 1.0  # to the generator's tanh range
 
     generator = DCGANGenerator(LATENT, 1, SIZE, base_channels=32, num_classes=CLASSES).to(device)
-    # A second copy holds the moving average of G's weights; the pictures are drawn from it.
-    average = DCGANGenerator(LATENT, 1, SIZE, base_channels=32, num_classes=CLASSES).to(device).eval()
-    average.load_state_dict(generator.state_dict())
+    ema = EMA(generator, decay=0.995)  # the moving average of G's weights; the pictures are drawn with it
     discriminator = DCGANDiscriminator(1, SIZE, base_channels=32, num_classes=CLASSES, patch=args.patch).to(device)
     # DCGAN's settings: Adam with lr 2e-4 and β₁ = 0.5.
     opt_g = mg.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -99,13 +108,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             stats = discriminator_step(generator, discriminator, opt_d, x, z, labels=y)
             z = mg.randn(x.shape[0], LATENT, device=device)
             stats.update(generator_step(generator, discriminator, opt_g, z, labels=y))
-            update_ema(average, generator, decay=0.995)  # θ̄ ← 0.995 θ̄ + 0.005 θ
+            ema.update(generator)  # θ̄ ← 0.995 θ̄ + 0.005 θ
             log.record(stats)  # device scalars; synced every 50 steps
             step += 1
             bar.update(1)
             if step % frame_every == 0 or step == 1:
-                with mg.no_grad():  # eval mode: batch norm uses running statistics, not the batch's
-                    frames.append(make_grid(to_unit(average(fixed_z, fixed_y)), nrow=10, pad_value=0.4))
+                frames.append(make_grid(to_unit(draw(generator, ema, fixed_z, fixed_y)), nrow=10, pad_value=0.4))
             if step % 50 == 0:
                 bar.set_postfix(D_x=f"{log.last('D(x)'):.2f}", D_Gz=f"{log.last('D(G(z))'):.2f}")
     bar.close()
@@ -113,8 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     generator.eval()
 
     # ---- pictures
-    with mg.no_grad():
-        save_image_grid(to_unit(average(fixed_z, fixed_y)), out / "samples.png", nrow=10, pad_value=0.4)
+    save_image_grid(to_unit(draw(generator, ema, fixed_z, fixed_y)), out / "samples.png", nrow=10, pad_value=0.4)
     save_gif(frames, out / "progress.gif", duration=250, final_pause=1500)
     h = log.history
     line_plot({"D loss": h["d_loss"], "G loss": h["g_loss"]}, out / "losses.png", title="losses", smooth=0.9)
@@ -129,11 +136,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_class = 100
     wanted = np.repeat(np.arange(CLASSES), per_class)
     z = mg.randn(len(wanted), LATENT, device=device)
-    hits_of = {}
-    for name, model in (("average", average), ("last", generator)):
-        with mg.no_grad():
-            fakes = to_unit(model(z, mg.tensor(wanted, device=device))).numpy()
-        hits_of[name] = predict(classifier, fakes, device=device) == wanted
+    y = mg.tensor(wanted, device=device)
+    with mg.no_grad():
+        fakes_of = {"average": to_unit(draw(generator, ema, z, y)), "last": to_unit(generator(z, y))}
+    hits_of = {name: predict(classifier, fakes.numpy(), device=device) == wanted for name, fakes in fakes_of.items()}
     hits = hits_of["average"]
     metrics = {
         "epochs": epochs,

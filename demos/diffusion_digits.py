@@ -41,7 +41,6 @@ import minigen as mg
 from minigen.data import DataLoader, load_digits
 from minigen.models.cnn import LeNet, accuracy, fit_classifier, predict
 from minigen.models.diffusion import (
-    EMA,
     Trajectory,
     cosine_schedule,
     ddim_sample,
@@ -51,6 +50,7 @@ from minigen.models.diffusion import (
     interpolate_noise,
 )
 from minigen.models.unet import UNet
+from minigen.optim import EMA
 from minigen.utils import line_plot, make_grid, save_gif, save_image_grid
 
 CLASSES = 10

@@ -53,7 +53,6 @@ else:  # run as a script, or imported with demos/ on sys.path
 import minigen as mg
 from minigen.data.toy2d import eight_gaussian_centers, eight_gaussians
 from minigen.models.diffusion import (
-    EMA,
     Trajectory,
     cosine_schedule,
     ddim_sample,
@@ -65,6 +64,7 @@ from minigen.models.diffusion import (
     q_step,
 )
 from minigen.models.unet import MLPDenoiser
+from minigen.optim import EMA
 from minigen.utils import line_plot, save_gif, save_pil, scatter_plot
 
 LIMITS = (-3.2, 3.2)

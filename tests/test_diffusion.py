@@ -1,4 +1,8 @@
-"""Diffusion: schedules, the forward process, the loss, DDPM/DDIM samplers, guidance, EMA."""
+"""Diffusion: schedules, the forward process, the loss, DDPM/DDIM samplers, guidance, EMA.
+
+Everything is imported from ``minigen.models.diffusion``, as the demos and students do; the
+schedules, guidance and samplers live in their own files and are re-exported there.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ from hypothesis import strategies as st
 
 import minigen as mg
 import minigen.nn as nn
+from minigen.models import diffusion, guidance, noise_schedules, samplers
 from minigen.models.diffusion import (
-    EMA,
     NoiseSchedule,
     Trajectory,
     cosine_schedule,
@@ -23,6 +27,7 @@ from minigen.models.diffusion import (
     ddpm_loss,
     ddpm_sample,
     ddpm_step,
+    drop_condition,
     drop_labels,
     guided_eps,
     interpolate_noise,
@@ -37,6 +42,7 @@ from minigen.models.diffusion import (
     slerp,
 )
 from minigen.models.unet import MLPDenoiser
+from minigen.optim import EMA
 
 FACTORIES = [linear_schedule, cosine_schedule, offset_cosine_schedule]
 
@@ -142,13 +148,30 @@ def test_plot_schedules_writes_a_png(tmp_path):
     assert plot_schedules(linear_schedule(10), tmp_path / "one.png").exists()
 
 
-def test_gather_checks_its_inputs():
-    s = linear_schedule(10)
-    x = mg.zeros(3, 2)
-    with pytest.raises(ValueError, match=r"shape \(B,\) = \(3,\)"):
-        s.gather("alpha_bars", mg.zeros(2, dtype=mg.int64), x)
-    with pytest.raises(TypeError, match="integer tensor"):
-        s.gather("alpha_bars", mg.zeros(3), x)
+def test_per_sample_lookups_read_the_tables_and_check_their_inputs(device):
+    s = cosine_schedule(10)
+    t = mg.tensor(np.array([0, 4, 9]), device=device)
+    x = mg.zeros(3, 2, 5, device=device)
+    for looked_up, table in ((s.alpha_bars_at(t, x), s.alpha_bars), (s.betas_at(t, x), s.betas)):
+        assert looked_up.shape == (3, 1, 1) and looked_up.device == x.device and looked_up.dtype == x.dtype
+        np.testing.assert_allclose(looked_up.numpy().ravel(), table[[0, 4, 9]], rtol=1e-6)
+    # The older spelling by name still works and gives the same values.
+    np.testing.assert_array_equal(s.gather("alpha_bars", t, x).numpy(), s.alpha_bars_at(t, x).numpy())
+    for lookup in (s.alpha_bars_at, s.betas_at, lambda t, like: s.gather("alpha_bars", t, like)):
+        with pytest.raises(ValueError, match=r"shape \(B,\) = \(3,\)"):
+            lookup(mg.zeros(2, dtype=mg.int64, device=device), x)
+        with pytest.raises(TypeError, match="integer tensor"):
+            lookup(mg.zeros(3, device=device), x)
+
+
+def test_diffusion_reexports_the_split_files():
+    """``from minigen.models.diffusion import …`` reaches the schedules, guidance, the samplers and EMA."""
+    assert diffusion.NoiseSchedule is noise_schedules.NoiseSchedule
+    assert diffusion.guided_eps is guidance.guided_eps
+    assert diffusion.ddim_sample is samplers.ddim_sample
+    assert diffusion.EMA is mg.optim.EMA
+    for name in diffusion.__all__:
+        assert hasattr(diffusion, name), name
 
 
 # ---------------------------------------------------------------------- forward process
@@ -252,13 +275,67 @@ def test_drop_labels_uses_the_null_label():
     assert abs(fraction - 0.2) < 3 * math.sqrt(0.2 * 0.8 / 20_000)
 
 
+def _caption_condition(seed: int = 0) -> tuple[tuple[mg.Tensor, mg.Tensor], tuple[mg.Tensor, mg.Tensor]]:
+    """A caption-like condition for 4 samples: a context (4, M=3, 2) with a key-padding mask
+    (4, 3; True = padding), and ∅, the empty caption, for one sample: (1, 3, 2) and (1, 3)."""
+    rng = np.random.default_rng(seed)
+    context = mg.tensor(rng.normal(size=(4, 3, 2)).astype(np.float32))
+    padding = mg.tensor(
+        np.array([[False, False, True], [False, True, True], [False, False, False], [False, True, True]])
+    )
+    empty = (mg.zeros(1, 3, 2), mg.tensor(np.array([[False, True, True]])))
+    return (context, padding), empty
+
+
+def _captioned_model(x: mg.Tensor, t: mg.Tensor, context: mg.Tensor, padding: mg.Tensor) -> mg.Tensor:
+    """A stand-in ε_θ(x_t, t, context, mask): reads the mean of the context's real tokens."""
+    keep = mg.tensor((~padding.data).astype(x.dtype)).reshape(*padding.shape, 1)
+    summary = (context * keep).sum(dim=1) / keep.sum(dim=1)
+    return 0.5 * x + summary * (1.0 + t.reshape(-1, 1) * 0.01)
+
+
+def test_drop_condition_drops_a_caption_and_its_mask_together():
+    (context, padding), (empty_context, empty_padding) = _caption_condition()
+    drop = mg.tensor(np.array([True, False, False, True]))
+    kept, pad = drop_condition((context, padding), (empty_context, empty_padding), 0.5, drop=drop)
+    for i, dropped in enumerate([True, False, False, True]):
+        expected = (empty_context[0], empty_padding[0]) if dropped else (context[i], padding[i])
+        np.testing.assert_array_equal(kept[i].numpy(), expected[0].numpy())
+        np.testing.assert_array_equal(pad[i].numpy(), expected[1].numpy())
+    # Drawn choices: about p of the captions become ∅, each with its own mask.
+    n, p = 20_000, 0.1
+    tokens = mg.ones(n, 3, dtype=mg.int64)
+    mask = mg.zeros(n, 3, dtype=mg.bool_)
+    out_tokens, out_mask = drop_condition(
+        (tokens, mask), (mg.zeros(1, 3, dtype=mg.int64), mg.ones(1, 3, dtype=mg.bool_)), p
+    )
+    is_null = out_tokens.numpy()[:, 0] == 0
+    np.testing.assert_array_equal(out_mask.numpy(), np.repeat(is_null[:, None], 3, axis=1))
+    assert abs(is_null.mean() - p) < 3 * math.sqrt(p * (1 - p) / n)
+    with pytest.raises(ValueError, match="the condition has 2 tensors but null has 1"):
+        drop_condition((context, padding), empty_context, 0.5)
+    with pytest.raises(ValueError, match=r"null condition must have the condition's shape \(4, 3\)"):
+        drop_condition((context, padding), (empty_context, mg.zeros(2, 3, dtype=mg.bool_)), 0.5)
+
+
+def test_ddpm_loss_passes_a_tuple_condition_to_the_model():
+    s = linear_schedule(30)
+    condition, _ = _caption_condition()
+    rng = np.random.default_rng(4)
+    x0, noise = (mg.tensor(rng.normal(size=(4, 2)).astype(np.float32)) for _ in range(2))
+    t = mg.tensor(np.array([0, 5, 17, 29]))
+    loss = ddpm_loss(_captioned_model, s, x0, y=condition, t=t, noise=noise)
+    eps_hat = _captioned_model(q_sample(s, x0, t, noise), t, *condition)
+    assert loss.item() == pytest.approx(((noise - eps_hat) ** 2).mean().item(), rel=1e-6)
+
+
 # --------------------------------------------------------------------------- samplers
 def _gaussian_oracle(schedule: NoiseSchedule, mu: float, s: float):
     """The exact ε-prediction E[ε | x_t] for data x_0 ~ N(mu, s² I):
     ε* = √(1−ᾱ) (x_t − √ᾱ mu) / (ᾱ s² + 1 − ᾱ)."""
 
     def eps(x: mg.Tensor, t: mg.Tensor) -> mg.Tensor:
-        a = schedule.gather("alpha_bars", t, x)
+        a = schedule.alpha_bars_at(t, x)
         return (x - a.sqrt() * mu) * (1.0 - a).sqrt() / (a * (s * s) + (1.0 - a))
 
     return eps
@@ -422,6 +499,79 @@ def test_classifier_free_guidance_endpoints_and_formula():
         np.testing.assert_allclose(predict_eps(model, x, t, y, 1.0).numpy(), cond, rtol=1e-6)
     with pytest.raises(ValueError, match="null_label"):
         guided_eps(MLPDenoiser(data_dim=2, hidden=4, num_layers=1, time_dim=4), x, t, y, 2.0)
+
+
+def test_guidance_on_a_caption_with_the_empty_caption_as_null():
+    """A condition may be a tuple (context, key-padding mask) with ∅ given for one sample:
+    w = 1 is the conditional prediction, w = 0 the prediction for the empty caption."""
+    condition, empty = _caption_condition()
+    x, t = mg.randn(4, 2), mg.randint(0, 50, (4,))
+    cond = _captioned_model(x, t, *condition).numpy()
+    uncond = _captioned_model(x, t, *(part.expand(4, *part.shape[1:]) for part in empty)).numpy()
+    assert not np.allclose(cond, uncond)
+    np.testing.assert_allclose(guided_eps(_captioned_model, x, t, condition, 1.0, null=empty).numpy(), cond, rtol=1e-6)
+    np.testing.assert_allclose(
+        guided_eps(_captioned_model, x, t, condition, 0.0, null=empty).numpy(), uncond, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        guided_eps(_captioned_model, x, t, condition, 3.0, null=empty).numpy(),
+        uncond + 3.0 * (cond - uncond),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(predict_eps(_captioned_model, x, t, condition).numpy(), cond, rtol=1e-6)
+    with pytest.raises(ValueError, match="pass null="):
+        guided_eps(_captioned_model, x, t, condition, 2.0)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_samplers_guide_with_a_caption_condition(sampler):
+    """The samplers hand the condition and ∅ to ``guided_eps`` unchanged: sampling with them
+    equals sampling an unconditional model that has the guided ε̃ built in."""
+    s = linear_schedule(20)
+    condition, empty = _caption_condition()
+    x_T = mg.randn(4, 2)
+
+    def guided(x: mg.Tensor, t: mg.Tensor) -> mg.Tensor:
+        return guided_eps(_captioned_model, x, t, condition, 2.5, null=empty)
+
+    if sampler == "ddpm":
+        noise = [mg.randn(4, 2) for _ in range(s.T)]
+        through = ddpm_sample(_captioned_model, s, x_T, y=condition, guidance_scale=2.5, null=empty, noise=noise)
+        built_in = ddpm_sample(guided, s, x_T, noise=noise)
+    else:
+        through = ddim_sample(_captioned_model, s, x_T, num_steps=6, y=condition, guidance_scale=2.5, null=empty)
+        built_in = ddim_sample(guided, s, x_T, num_steps=6)
+    np.testing.assert_array_equal(through.numpy(), built_in.numpy())
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_after_step_can_inpaint_the_known_region(sampler):
+    """Inpainting through ``after_step``: after every step the known region is replaced by
+    q_sample(x_0, t_prev) of the original, so each x_t the sampler continues from carries the
+    noised original there, and the final sample carries x_0 itself."""
+    s = linear_schedule(20)
+    model = _randomised(MLPDenoiser(data_dim=4, hidden=8, num_layers=1, time_dim=4))
+    x0, eps = mg.randn(3, 4), mg.randn(3, 4)
+    known = mg.tensor(np.array([[True, True, False, False]]))
+    seen: list[int] = []
+
+    def keep_known(x: mg.Tensor, t_prev: int) -> mg.Tensor:
+        seen.append(t_prev)
+        original = x0 if t_prev < 0 else q_sample(s, x0, _t(t_prev, 3), eps)
+        return mg.where(known, original, x)
+
+    trajectory = Trajectory()
+    if sampler == "ddpm":
+        out = ddpm_sample(model, s, mg.randn(3, 4), after_step=keep_known, trajectory=trajectory)
+        assert seen == list(range(18, -2, -1))
+    else:
+        out = ddim_sample(model, s, mg.randn(3, 4), num_steps=5, eta=0.5, after_step=keep_known, trajectory=trajectory)
+        assert seen == ddim_timesteps(20, 5)[1:] + [-1]
+    np.testing.assert_array_equal(out.numpy()[:, :2], x0.numpy()[:, :2])
+    assert not np.allclose(out.numpy()[:, 2:], x0.numpy()[:, 2:])
+    for t, x in list(zip(trajectory.timesteps, trajectory.xs))[1:-1]:  # every x_t after the first step
+        np.testing.assert_allclose(x.numpy()[:, :2], q_sample(s, x0, _t(t, 3), eps).numpy()[:, :2], rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------- EMA

@@ -195,6 +195,33 @@ def test_update_ema_averages_parameters_and_copies_buffers():
         np.testing.assert_array_equal(b_avg.numpy(), b.numpy())
 
 
+def test_optim_ema_draws_what_the_second_copy_draws():
+    """The demos' ``optim.EMA`` (averages swapped into G, batch norm in eval mode) and the
+    older ``update_ema`` (averages kept in a second copy of G) give the same samples."""
+    mg.manual_seed(0)
+    generator = DCGANGenerator(latent_dim=4, image_size=8, base_channels=4, num_classes=3)
+    average = DCGANGenerator(latent_dim=4, image_size=8, base_channels=4, num_classes=3)
+    average.load_state_dict(generator.state_dict())
+    ema = mg.optim.EMA(generator, decay=0.8)
+    optimizer = mg.optim.SGD(generator.parameters(), lr=0.1)
+    z, y = mg.randn(5, 4), mg.tensor(np.array([0, 1, 2, 1, 0]))
+    for _ in range(3):
+        optimizer.zero_grad()
+        (generator(z, y) ** 2).mean().backward()  # train mode: batch statistics, running ones move
+        optimizer.step()
+        ema.update(generator)
+        update_ema(average, generator, decay=0.8)
+    generator.eval()
+    with mg.no_grad():
+        last = generator(z, y).numpy()
+        with ema.average_parameters(generator):
+            from_ema = generator(z, y).numpy()
+        from_copy = average.eval()(z, y).numpy()
+    np.testing.assert_allclose(from_ema, from_copy, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(from_ema, last)  # the average is not the last weights
+    np.testing.assert_array_equal(generator(z, y).detach().numpy(), last)  # the trained weights are back
+
+
 # ------------------------------------------------------------------------------ networks
 def test_mlp_shapes():
     g = MLPGenerator(3, (1, 4, 4), hidden=(8,), output="tanh")

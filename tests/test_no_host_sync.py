@@ -48,7 +48,7 @@ def _parameters(parts: dict[str, Any]) -> dict[str, np.ndarray]:
         if isinstance(part, nn.Module):
             for name, t in part.state_dict().items():
                 values[f"{key}.{name}"] = np.array(t.numpy())  # a copy: CPU updates are in place
-        elif isinstance(part, diffusion.EMA):
+        elif isinstance(part, mg.optim.EMA):
             for name, t in part.shadow.items():
                 values[f"{key}.{name}"] = np.array(t.numpy())  # a copy: CPU updates are in place
     return values
@@ -381,12 +381,11 @@ def test_conditional_dcgan_step(patch: bool) -> None:
 
     def build(device: str) -> dict:
         generator = gan.DCGANGenerator(8, 1, 8, base_channels=4, num_classes=10).to(device)
-        average = gan.DCGANGenerator(8, 1, 8, base_channels=4, num_classes=10).to(device).eval()
-        average.load_state_dict(generator.state_dict())
+        ema = mg.optim.EMA(generator, decay=0.995)
         discriminator = gan.DCGANDiscriminator(1, 8, base_channels=4, num_classes=10, patch=patch).to(device)
         opt_g = mg.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
         opt_d = mg.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        parts = {"G": generator, "average": average, "D": discriminator, "opt_g": opt_g, "opt_d": opt_d}
+        parts = {"G": generator, "ema": ema, "D": discriminator, "opt_g": opt_g, "opt_d": opt_d}
         return {**parts, "x": _on(device, x * 2 - 1), "y": _on(device, y), "log": gan.TrainingLog(sync_every=50)}
 
     def step(p: dict) -> None:
@@ -395,7 +394,7 @@ def test_conditional_dcgan_step(patch: bool) -> None:
         stats = gan.discriminator_step(p["G"], p["D"], p["opt_d"], x, z, labels=y)
         z = mg.randn(x.shape[0], 8, device=x.device)
         stats.update(gan.generator_step(p["G"], p["D"], p["opt_g"], z, labels=y))
-        gan.update_ema(p["average"], p["G"], decay=0.995)
+        p["ema"].update(p["G"])
         p["log"].record(stats)
 
     check_step(build, step)
@@ -466,7 +465,7 @@ def test_diffusion_digits_step() -> None:
         model = unet.UNet(in_channels=1, base_channels=4, channel_mults=(1, 2), num_classes=10).to(device)
         optimizer = mg.optim.Adam(model.parameters(), lr=2e-3)
         lr_schedule = warmup_cosine(optimizer, warmup_steps=1, total_steps=10, eta_min=2e-4)
-        ema = diffusion.EMA(model, decay=0.995, warmup=True)
+        ema = mg.optim.EMA(model, decay=0.995, warmup=True)
         parts = {"model": model, "opt": optimizer, "lr_schedule": lr_schedule, "ema": ema, "pending": []}
         return {**parts, "x0": _on(device, 2 * x - 1), "y": _on(device, y)}
 
@@ -492,7 +491,7 @@ def test_diffusion_toy2d_step() -> None:
         model = unet.MLPDenoiser(data_dim=2, hidden=16, num_layers=2, time_dim=8).to(device)
         optimizer = mg.optim.Adam(model.parameters(), lr=2e-3)
         lr_schedule = warmup_cosine(optimizer, warmup_steps=1, total_steps=10, eta_min=1e-4)
-        ema = diffusion.EMA(model, decay=0.99, warmup=True)
+        ema = mg.optim.EMA(model, decay=0.99, warmup=True)
         parts = {"model": model, "opt": optimizer, "lr_schedule": lr_schedule, "ema": ema, "pending": []}
         return {**parts, "pool": _on(device, pool), "device": device}
 

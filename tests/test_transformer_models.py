@@ -179,6 +179,47 @@ def test_gpt_is_causal(positions):
         np.testing.assert_array_equal(model(idx).numpy()[:, :5], model(other).numpy()[:, :5])
 
 
+@pytest.mark.parametrize("positions", ["learned", "rope"])
+def test_gpt_embed_is_tokens_plus_positions_and_feeds_the_attention_maps(positions):
+    """``embed`` is E[idx] (+ P[0..T−1] for learned positions); ``attention_maps`` starts from
+    it: one causal map per block whose rows sum to 1."""
+    mg.manual_seed(1)
+    model = GPT(vocab_size=11, block_size=6, n_layers=2, n_heads=2, d_model=8, positions=positions).eval()
+    idx = mg.randint(0, 11, (3, 5))
+    expected = model.wte.weight.detach().numpy()[idx.numpy()]
+    if positions == "learned":
+        expected = expected + model.wpe.weight.detach().numpy()[:5]
+    np.testing.assert_allclose(model.embed(idx).detach().numpy(), expected, rtol=1e-6)
+    maps = model.attention_maps(idx)
+    assert len(maps) == 2 and all(m.shape == (3, 2, 5, 5) for m in maps)
+    future = np.triu(np.ones((5, 5), dtype=bool), k=1)  # key j > query i
+    for m in maps:
+        weights = m.numpy()
+        np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=1e-5)
+        assert np.all(weights[..., future] == 0)
+    if positions == "learned":
+        with pytest.raises(ValueError, match="sequence length 7 exceeds block_size 6"):
+            model.embed(mg.randint(0, 11, (1, 7)))
+
+
+def test_bert_embed_and_attention_maps_hide_the_padding():
+    mg.manual_seed(2)
+    model = BERT(20, 8, n_layers=2, n_heads=2, d_model=16).eval()
+    tokens = mg.randint(3, 20, (2, 6))
+    expected = model.tok_emb.weight.detach().numpy()[tokens.numpy()] + model.pos_emb.weight.detach().numpy()[:6]
+    np.testing.assert_allclose(model.embed(tokens).detach().numpy(), expected, rtol=1e-6)
+    keep = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    maps = model.attention_maps(tokens, attention_mask=mg.tensor(keep))
+    assert len(maps) == 2
+    for m in maps:
+        weights = m.numpy()  # (B, heads, T, T)
+        np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=1e-5)
+        assert np.all(weights[0, :, :, 4:] == 0)  # padded keys get no attention
+        assert np.all(weights[1] > 0)  # without padding every key is seen (no causal mask)
+    with pytest.raises(ValueError, match="sequence length 9 exceeds max_len 8"):
+        model.embed(mg.randint(3, 20, (1, 9)))
+
+
 def test_gpt_greedy_generation_is_deterministic_and_follows_argmax():
     model = small_gpt()
     start = mg.tensor([[1, 2, 3]])

@@ -84,30 +84,27 @@ class BERT(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, tokens: Tensor, attention_mask: Any = None) -> Tensor:
-        """Token ids (B, T) -> contextual vectors (B, T, d)."""
-        B, T = tokens.shape
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Token ids (B, T) -> the blocks' input: token + position embeddings (B, T, d)."""
+        T = tokens.shape[1]
         if T > self.max_len:
             raise ValueError(f"BERT: sequence length {T} exceeds max_len {self.max_len}")
-        x = self.tok_emb(tokens) + self.pos_emb(mg.arange(T, device=tokens.device))
-        x = self.drop(x)
-        mask = None
-        if attention_mask is not None:  # (B, T) -> (B, 1, 1, T): the same keys hidden for every head and query
-            keep = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
-            mask = Tensor(keep.astype(bool).reshape(B, 1, 1, T))
+        return self.drop(self.tok_emb(tokens) + self.pos_emb(mg.arange(T, device=tokens.device)))
+
+    def forward(self, tokens: Tensor, attention_mask: Any = None) -> Tensor:
+        """Token ids (B, T) -> contextual vectors (B, T, d)."""
+        x = self.embed(tokens)
+        mask = keys_to_attend(attention_mask, tokens.shape)
         for block in self.blocks:
             x = block(x, attn_mask=mask)
         return self.ln_f(x)
 
     @mg.no_grad()
     def attention_maps(self, tokens: Tensor, attention_mask: Any = None) -> list[Tensor]:
-        """The attention weights of every block: a list of (B, heads, T, T), for pictures."""
-        B, T = tokens.shape
-        x = self.tok_emb(tokens) + self.pos_emb(mg.arange(T, device=tokens.device))
-        mask = None
-        if attention_mask is not None:
-            keep = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
-            mask = Tensor(keep.astype(bool).reshape(B, 1, 1, T))
+        """The attention weights of every block: a list of (B, heads, T, T), for pictures
+        (call ``model.eval()`` first, so that dropout is off)."""
+        x = self.embed(tokens)
+        mask = keys_to_attend(attention_mask, tokens.shape)
         maps = []
         for block in self.blocks:
             x, weights = block(x, attn_mask=mask, return_attention=True)
@@ -128,6 +125,16 @@ class BERT(nn.Module):
         """Cross-entropy on the masked positions (labels ≠ −100)."""
         logits = self.mlm_logits(self(inputs, attention_mask))
         return F.cross_entropy(logits.reshape(-1, self.vocab_size), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def keys_to_attend(attention_mask: Any, shape: tuple[int, ...]) -> Tensor | None:
+    """``attention_mask`` (B, T) (True or 1 for a real token, False or 0 for padding) as the
+    blocks' attention mask (B, 1, 1, T): the same keys hidden from every head and query."""
+    if attention_mask is None:
+        return None
+    B, T = shape
+    keep = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
+    return Tensor(keep.astype(bool).reshape(B, 1, 1, T))
 
 
 def mlm_mask(

@@ -17,8 +17,8 @@ Contents (reading order):
   ``generator_loss_nonsaturating``; WGAN-GP's ``critic_loss``,
   ``wasserstein_generator_loss`` and ``gradient_penalty``; the R1 penalty ``r1_penalty``;
 * training: ``discriminator_step``, ``generator_step`` and ``train_step`` (Goodfellow's
-  Algorithm 1: k discriminator steps, then one generator step), ``update_ema`` (an
-  averaged generator for sampling) and ``TrainingLog`` (from ``minigen.utils``);
+  Algorithm 1: k discriminator steps, then one generator step) and ``TrainingLog`` (from
+  ``minigen.utils``); an averaged generator for sampling is ``minigen.optim.EMA``;
 * networks: ``MLPGenerator`` / ``MLPDiscriminator`` (toy 2-D data or flattened images),
   ``DCGANGenerator`` / ``DCGANDiscriminator`` (with a PatchGAN option), both
   optionally conditional on a class label (``LabelChannel``).
@@ -32,6 +32,7 @@ from typing import Any
 import minigen as mg
 import minigen.nn as nn
 import minigen.nn.functional as F
+from minigen.optim import EMA
 from minigen.tensor import Tensor
 from minigen.utils.training_log import TrainingLog  # noqa: F401  (part of this module's API)
 
@@ -276,19 +277,17 @@ def train_step(
 
 
 def update_ema(average: nn.Module, model: nn.Module, decay: float = 0.995) -> None:
-    """Exponential moving average of a generator's weights:  θ̄ ← β θ̄ + (1 − β) θ.
+    """θ̄ ← β θ̄ + (1 − β) θ, kept in ``average``, a second copy of the model (same
+    architecture, never trained directly) whose buffers (batch-norm statistics) are
+    copied from ``model``.
 
-    GAN training does not settle at a point: G keeps circling its target as D reacts,
-    so the latest weights carry the noise of the last few steps. Sampling from the
-    average θ̄ over the last ~1/(1 − β) steps gives cleaner samples (Yazıcı et al.,
-    2019). ``average`` is a second copy of the model (same architecture), never trained
-    directly; its buffers (batch-norm statistics) are copied from ``model``. Runs on
-    the raw arrays, in place, with no host sync.
+    The older spelling of ``minigen.optim.EMA``, which the demos use: it keeps the
+    averages itself and swaps them in with ``ema.average_parameters(generator)``. Kept so
+    that existing code runs; the average is ``EMA.blend_``, the one implementation.
     """
     with mg.no_grad():
         for p_avg, p in zip(average.parameters(), model.parameters()):
-            p_avg.data *= decay
-            p_avg.data += (1.0 - decay) * p.data
+            EMA.blend_(p_avg, p, decay)
         for b_avg, b in zip(average.buffers(), model.buffers()):
             b_avg.data[...] = b.data
 

@@ -80,9 +80,9 @@ class GPT(nn.Module):
             nn.init.normal_(block.proj.weight, std=residual_std)
             nn.init.normal_(block.fc2.weight, std=residual_std)
 
-    def forward(self, idx: Tensor) -> Tensor:
-        """Token ids (B, T) -> next-token logits (B, T, V)."""
-        B, T = idx.shape
+    def embed(self, idx: Tensor) -> Tensor:
+        """Token ids (B, T) -> the blocks' input x = E[idx] (+ P[0..T−1]), (B, T, d)."""
+        T = idx.shape[1]
         if self.wpe is not None and T > self.block_size:
             raise ValueError(
                 f"GPT: sequence length {T} exceeds block_size {self.block_size} (the learned position table)"
@@ -90,17 +90,20 @@ class GPT(nn.Module):
         x = self.wte(idx)
         if self.wpe is not None:
             x = x + self.wpe(mg.arange(T, device=idx.device))  # (T, d) broadcasts over the batch
-        x = self.drop(x)
+        return self.drop(x)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """Token ids (B, T) -> next-token logits (B, T, V)."""
+        x = self.embed(idx)
         for block in self.blocks:
             x = block(x)
         return self.lm_head(self.ln_f(x))
 
     @mg.no_grad()
     def attention_maps(self, idx: Tensor) -> list[Tensor]:
-        """The attention weights of every block for ``idx`` (B, T): a list of (B, heads, T, T), for pictures."""
-        x = self.wte(idx)
-        if self.wpe is not None:
-            x = x + self.wpe(mg.arange(idx.shape[1], device=idx.device))
+        """The attention weights of every block for ``idx`` (B, T): a list of (B, heads, T, T), for
+        pictures (call ``model.eval()`` first, so that dropout is off)."""
+        x = self.embed(idx)
         maps = []
         for block in self.blocks:
             x, weights = block(x, return_attention=True)
