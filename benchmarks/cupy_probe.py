@@ -168,66 +168,69 @@ def generator(cp: Any) -> None:
 
 def fused_kernels(cp: Any) -> None:
     """Each kernel in minigen/fused.py against the reference path computed by minigen on the CPU."""
-    rng = np.random.default_rng(1)
     for dtype in (np.float32, np.float64):
-        name = np.dtype(dtype).name
-        x = rng.normal(size=(4, 6, 8)).astype(dtype)
-        g = rng.normal(size=x.shape).astype(dtype)
-        gamma = rng.uniform(0.5, 2, size=(8,)).astype(dtype)
-        beta = rng.normal(size=(8,)).astype(dtype)
+        fused_kernels_in(cp, dtype)
 
-        def reference(fn: Callable, *params: np.ndarray) -> tuple[np.ndarray, ...]:
-            """fn's output and ∂(Σ g ⊙ fn)/∂(x, params) on the CPU, the fused switch off."""
-            tensors = [mg.tensor(a, requires_grad=True) for a in (x, *params)]
-            out = fn(*tensors)
-            out.backward(mg.tensor(g))
-            return (out.detach().numpy(), *(t.grad.numpy() for t in tensors))
 
-        def gelu(x=x, g=g, dtype=dtype) -> str:
-            y, dx = reference(F.gelu)
-            close(fused.gelu_forward(cp.asarray(x)), y, dtype, "gelu forward")
-            close(fused.gelu_backward(cp.asarray(x), cp.asarray(g)), dx, dtype, "gelu backward")
-            return ""
+def fused_kernels_in(cp: Any, dtype: Any) -> None:
+    rng = np.random.default_rng(1)
+    name = np.dtype(dtype).name
+    x = rng.normal(size=(4, 6, 8)).astype(dtype)
+    g = rng.normal(size=x.shape).astype(dtype)
+    gamma = rng.uniform(0.5, 2, size=(8,)).astype(dtype)
+    beta = rng.normal(size=(8,)).astype(dtype)
 
-        def softmax(x=x, g=g, dtype=dtype) -> str:
-            s, dx = reference(lambda t: F.softmax(t, dim=-1))
-            s_dev = fused.softmax_forward(cp.asarray(x), (2,))
-            close(s_dev, s, dtype, "softmax forward")
-            close(fused.softmax_backward(s_dev, cp.asarray(g), (2,)), dx, dtype, "softmax backward")
-            return ""
+    def reference(fn: Callable, *params: np.ndarray) -> tuple[np.ndarray, ...]:
+        """fn's output and ∂(Σ g ⊙ fn)/∂(x, params) on the CPU, the fused switch off."""
+        tensors = [mg.tensor(a, requires_grad=True) for a in (x, *params)]
+        out = fn(*tensors)
+        out.backward(mg.tensor(g))
+        return (out.detach().numpy(), *(t.grad.numpy() for t in tensors))
 
-        def normalize(x=x, g=g, gamma=gamma, beta=beta, dtype=dtype) -> str:
-            eps = 1e-5
-            for affine in (False, True):
-                params = (gamma, beta) if affine else ()
-                y, dx, *_ = reference(lambda t, *wb: F.layer_norm(t, (8,), *wb, eps=eps), *params)
-                weight = cp.asarray(gamma) if affine else None
-                xhat, y_dev, rstd = fused.normalize_forward(
-                    cp.asarray(x), (2,), eps, weight, cp.asarray(beta) if affine else None
-                )
-                close(y_dev, y, dtype, f"normalize forward (affine={affine})")
-                close(fused.normalize_backward(cp.asarray(g), xhat, rstd, weight, (2,)), dx, dtype, "backward")
-            return ""
+    def gelu() -> str:
+        y, dx = reference(F.gelu)
+        close(fused.gelu_forward(cp.asarray(x)), y, dtype, "gelu forward")
+        close(fused.gelu_backward(cp.asarray(x), cp.asarray(g)), dx, dtype, "gelu backward")
+        return ""
 
-        def adam(x=x, g=g, dtype=dtype) -> str:
-            for decoupled in (False, True):
-                param = mg.nn.Parameter(mg.tensor(x.copy()))
-                opt = (mg.optim.AdamW if decoupled else mg.optim.Adam)([param], lr=1e-2, weight_decay=0.1)
-                p_dev, m_dev, v_dev = cp.asarray(x), cp.zeros_like(cp.asarray(x)), cp.zeros_like(cp.asarray(x))
-                for step in (1, 2, 3):
-                    param.grad = mg.tensor(g * step)
-                    opt.step()
-                    fused.adam_step(
-                        p_dev, cp.asarray(g * step), m_dev, v_dev, lr=1e-2, betas=(0.9, 0.999), eps=1e-8,
-                        weight_decay=0.1, decoupled=decoupled, step=step,
-                    )  # fmt: skip
-                close(p_dev, param.detach().numpy(), dtype, f"adam (decoupled={decoupled}) after 3 steps")
-            return ""
+    def softmax() -> str:
+        s, dx = reference(lambda t: F.softmax(t, dim=-1))
+        s_dev = fused.softmax_forward(cp.asarray(x), (2,))
+        close(s_dev, s, dtype, "softmax forward")
+        close(fused.softmax_backward(s_dev, cp.asarray(g), (2,)), dx, dtype, "softmax backward")
+        return ""
 
-        check(f"fused gelu forward/backward {name}", gelu)
-        check(f"fused softmax forward/backward {name}", softmax)
-        check(f"fused normalize forward/backward {name}", normalize)
-        check(f"fused adam/adamw step {name}", adam)
+    def normalize() -> str:
+        eps = 1e-5
+        for affine in (False, True):
+            params = (gamma, beta) if affine else ()
+            y, dx, *_ = reference(lambda t, *wb: F.layer_norm(t, (8,), *wb, eps=eps), *params)
+            weight = cp.asarray(gamma) if affine else None
+            bias = cp.asarray(beta) if affine else None
+            xhat, y_dev, rstd = fused.normalize_forward(cp.asarray(x), (2,), eps, weight, bias)
+            close(y_dev, y, dtype, f"normalize forward (affine={affine})")
+            close(fused.normalize_backward(cp.asarray(g), xhat, rstd, weight, (2,)), dx, dtype, "backward")
+        return ""
+
+    def adam() -> str:
+        for decoupled in (False, True):
+            param = mg.nn.Parameter(mg.tensor(x.copy()))
+            opt = (mg.optim.AdamW if decoupled else mg.optim.Adam)([param], lr=1e-2, weight_decay=0.1)
+            p_dev, m_dev, v_dev = cp.asarray(x), cp.zeros(x.shape, dtype=dtype), cp.zeros(x.shape, dtype=dtype)
+            for step in (1, 2, 3):
+                param.grad = mg.tensor(g * step)
+                opt.step()
+                fused.adam_step(
+                    p_dev, cp.asarray(g * step), m_dev, v_dev, lr=1e-2, betas=(0.9, 0.999), eps=1e-8,
+                    weight_decay=0.1, decoupled=decoupled, step=step,
+                )  # fmt: skip
+            close(p_dev, param.detach().numpy(), dtype, f"adam (decoupled={decoupled}) after 3 steps")
+        return ""
+
+    check(f"fused gelu forward/backward {name}", gelu)
+    check(f"fused softmax forward/backward {name}", softmax)
+    check(f"fused normalize forward/backward {name}", normalize)
+    check(f"fused adam/adamw step {name}", adam)
 
 
 def training_steps(cp: Any) -> None:
