@@ -70,3 +70,23 @@ def test_gpu_check_on_a_cpu_machine_skips_every_cuda_step_quickly(tmp_path):
         assert f"| {step} | skipped: no GPU |" in summary, summary
     assert "| preflight | ok |" in summary
     assert (log_dir / "preflight.log").read_text().count("cuda available: False") == 1
+
+
+def test_probe_fused_kernel_checks_pass_on_the_emulated_kernels(monkeypatch, capsys):
+    """The probe's fused checks call each kernel right: run them on test_fused's NumPy emulation of CuPy's kernels."""
+    import types
+
+    import numpy as np
+    from test_fused import EmulatedElementwiseKernel, EmulatedReductionKernel
+
+    from minigen import fused
+
+    fake_cupy = types.ModuleType("cupy")
+    fake_cupy.ElementwiseKernel = EmulatedElementwiseKernel
+    fake_cupy.ReductionKernel = EmulatedReductionKernel
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setattr(fused, "_kernels", {})
+    monkeypatch.setattr(backend, "is_cuda_array", lambda a: isinstance(a, np.ndarray))
+    cupy_probe.RESULTS.clear()
+    cupy_probe.fused_kernels(np)  # NumPy plays cupy: asarray, zeros
+    assert [r["status"] for r in cupy_probe.RESULTS] == ["PASS"] * 8, capsys.readouterr().out
