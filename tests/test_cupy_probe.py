@@ -14,12 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from minigen import backend
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from test_fused import emulated_cuda  # noqa: E402, F401  (the fixture: NumPy emulations of CuPy's kernels)
 
 from benchmarks import cupy_probe  # noqa: E402
 
@@ -72,21 +75,9 @@ def test_gpu_check_on_a_cpu_machine_skips_every_cuda_step_quickly(tmp_path):
     assert (log_dir / "preflight.log").read_text().count("cuda available: False") == 1
 
 
-def test_probe_fused_kernel_checks_pass_on_the_emulated_kernels(monkeypatch, capsys):
-    """The probe's fused checks call each kernel right: run them on test_fused's NumPy emulation of CuPy's kernels."""
-    import types
-
-    import numpy as np
-    from test_fused import EmulatedElementwiseKernel, EmulatedReductionKernel
-
-    from minigen import fused
-
-    fake_cupy = types.ModuleType("cupy")
-    fake_cupy.ElementwiseKernel = EmulatedElementwiseKernel
-    fake_cupy.ReductionKernel = EmulatedReductionKernel
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
-    monkeypatch.setattr(fused, "_kernels", {})
-    monkeypatch.setattr(backend, "is_cuda_array", lambda a: isinstance(a, np.ndarray))
+def test_probe_fused_kernel_checks_pass_on_the_emulated_kernels(emulated_cuda, capsys):  # noqa: F811
+    """The probe's fused checks call each kernel right: run on test_fused's NumPy emulation of CuPy's kernels."""
     cupy_probe.RESULTS.clear()
-    cupy_probe.fused_kernels(np)  # NumPy plays cupy: asarray, zeros
+    cupy_probe.fused_kernels(np)  # NumPy plays cupy (asarray, zeros); NumPy arrays count as CUDA arrays
     assert [r["status"] for r in cupy_probe.RESULTS] == ["PASS"] * 8, capsys.readouterr().out
+    assert {"minigen_gelu_forward", "minigen_adam_step", "minigen_normalize_backward"} <= set(emulated_cuda)

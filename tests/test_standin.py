@@ -93,6 +93,9 @@ def test_a_name_cupy_lacks_is_refused():
     with pytest.raises(AttributeError, match="cupy.ufunc.identity"):
         standin_xp.add.identity  # noqa: B018
     assert standin_xp.exp(x).shape == (2,)  # what CuPy has still works
+    assert standin_xp.newaxis is None and standin_xp.float32 is np.float32 and standin_xp.inf == np.inf
+    with pytest.raises(AttributeError, match="exists in CuPy 14.* the stand-in GPU does not imitate"):
+        standin_xp.fuse  # noqa: B018  (CuPy-only: NumPy has nothing to run it with)
 
 
 def test_a_keyword_cupy_lacks_is_refused():
@@ -103,6 +106,8 @@ def test_a_keyword_cupy_lacks_is_refused():
         x.max(initial=0.0)
     with pytest.raises(TypeError, match="xp.exp\\(\\) got the keyword argument 'order'"):
         standin_xp.exp(x, order="K")
+    with pytest.raises(TypeError, match="ndarray.take\\(\\) got the keyword argument 'mode'"):
+        x.take(on_standin(np.array([0])), mode="clip")
     with pytest.raises(TypeError, match="Generator.random\\(\\) got the keyword argument 'seed'"):
         standin_xp.random.default_rng(0).random(3, seed=1)
     assert float(x.sum(axis=0, keepdims=True)[0]) == 3.0  # CuPy's own keywords pass

@@ -184,8 +184,10 @@ class StandInArray:
         entry = CUPY_API["ndarray"].get(name)
         if entry is None:
             raise _not_in_cupy(f"cupy.ndarray.{name}")
-        if name == "take":
-            return _StandInFunction(lambda indices, axis=None, out=None: _take(self._a, indices, axis, out), "take")
+        if name == "take":  # wraps out-of-range indices
+            return _StandInFunction(
+                lambda *args, **kwargs: _take(self._a, *args, **kwargs), "ndarray.take", entry["keywords"]
+            )
         attr = getattr(self._a, name)
         if entry["kind"] == "method":
             return _StandInFunction(attr, f"ndarray.{name}", entry["keywords"])
@@ -433,9 +435,9 @@ class _StandInModule:
             return _StandInModule(getattr(self._module, name), f"{self._name}.{name}")
         if name == "take":
             return _StandInFunction(_take, "xp.take", entry["keywords"])
-        attr = getattr(self._module, name, None)
-        if attr is None:
+        if not hasattr(self._module, name):
             raise AttributeError(f"{self._name}.{name} exists in {CUPY} but the stand-in GPU does not imitate it")
+        attr = getattr(self._module, name)
         if entry["kind"] == "ufunc" and isinstance(attr, np.ufunc):
             return _StandInUfunc(attr, name)
         if isinstance(attr, type) or not callable(attr) or entry["kind"] == "numpy":
