@@ -1,174 +1,143 @@
 #!/usr/bin/env bash
-# minigen on a CUDA GPU, end to end: install, tests, demos, benchmarks.
+# minigen on a CUDA GPU in one command of under 10 minutes, with nothing to install.
 #
-#   bash benchmarks/gpu_check.sh [LOG_DIR] [--steps LIST] [--no-install]
+#   bash benchmarks/gpu_check.sh LOG_DIR
 #
-# LOG_DIR   where every step's log goes (default: runs/gpu_check-YYYYmmdd-HHMMSS)
-# --steps   a comma-separated subset of: env,install,tests,fused-tests,slow-tests,demos-quick,
-#           demos,bench,bench-fused (default: all of them, in that order). Useful when one
-#           call may only run for a limited time: e.g. --steps install,tests,fused-tests
-#           then --steps demos-quick,bench,bench-fused.
-# --no-install   skip the pip step (the packages are already there)
+# Made for a GPU machine lent for a few minutes (CuPy, NumPy, pytest, hypothesis, Pillow,
+# tqdm and PyTorch already there, no network). It runs from the source tree
+# (PYTHONPATH=., python3) and writes every step's log, the probe's results, CuPy's kernel
+# cache and a summary into LOG_DIR:
 #
-# The fused CUDA kernels (minigen/fused.py) are off by default until checked here:
-# fused-tests runs their agreement tests and the op tests with MINIGEN_FUSED=1, and
-# bench-fused times the benchmarks again with them on, next to the bench step's numbers
-# (LOG_DIR/bench/fused_vs_unfused.md).
+#   preflight    versions, minigen.cuda.is_available(), one CuPy sum
+#   probe        benchmarks/cupy_probe.py: one PASS/FAIL line per risky CuPy API, and the
+#                MEASURE lines that decide three open choices (see that file)
+#   fused-tests  tests/test_fused.py's CUDA tests: the fused kernels against their references
+#   cuda-tests   every other test with "cuda" in its name (the device fixture's cuda cases),
+#                hypothesis's "ci" profile, -v so that a timeout still leaves the results so far
+#   bench        benchmarks/run.py --device cuda --quick
 #
-# Every step runs even when an earlier one failed; the exit codes are collected and a
-# summary table (also in LOG_DIR/summary.md) ends the run. The script exits 1 if any
-# step failed, 0 otherwise. Each step has a time limit (STEP_TIMEOUT seconds, default
-# 1800), so one hung demo cannot eat the whole session.
-#
-# Nothing here needs the network except the install step; on an offline machine it
-# falls back to installing minigen itself without dependencies and says so.
+# Each step has a time limit, and a deadline keeps the whole run under TOTAL_SECONDS
+# (default 570): a step that would start too late is reported as "skipped: out of time".
+# Without a GPU every CUDA step reports "skipped: no GPU" and the run takes seconds.
+# Every step runs even when an earlier one failed; LOG_DIR/summary.md ends the run. The
+# exit code is 1 if a step failed, timed out or ran out of time, 0 otherwise.
 
 set -u  # no -e: a failing step must not stop the others
 
+if [ $# -ne 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
+    sed -n '2,24p' "$0"
+    exit 2
+fi
+mkdir -p "$1"
+LOG_DIR="$(cd "$1" && pwd)"
 cd "$(dirname "$0")/.."  # the repository root
 
-LOG_DIR=""
-STEPS="env,install,tests,fused-tests,slow-tests,demos-quick,demos,bench,bench-fused"
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --steps) STEPS="$2"; shift 2 ;;
-        --steps=*) STEPS="${1#--steps=}"; shift ;;
-        --no-install) STEPS="$(echo ",$STEPS," | sed 's/,install,/,/; s/^,//; s/,$//')"; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-        *) LOG_DIR="$1"; shift ;;
-    esac
-done
-LOG_DIR="${LOG_DIR:-runs/gpu_check-$(date +%Y%m%d-%H%M%S)}"
-mkdir -p "$LOG_DIR"
-STEP_TIMEOUT="${STEP_TIMEOUT:-1800}"
-PYTHON="${PYTHON:-python}"
+export PYTHONPATH=.
+export CUPY_CACHE_DIR="$LOG_DIR/cupy_kernel_cache"  # compiled kernels come back with the logs
+export CI=true HYPOTHESIS_PROFILE=ci
+PYTHON="${PYTHON:-python3}"
+TOTAL_SECONDS="${TOTAL_SECONDS:-570}"
+DEADLINE=$((SECONDS + TOTAL_SECONDS))
 
-SUMMARY=()   # "name|exit code|seconds|log" for every step that ran
+SUMMARY=()  # "name|result|seconds|log"
 FAILED=0
 
-wanted() { case ",$STEPS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
-
-# run NAME CMD...: run one step with a time limit, tee its output to LOG_DIR/NAME.log,
-# and record its exit code (124 means it ran out of time).
+# run NAME LIMIT CMD...: run one step for at most LIMIT seconds (less if the deadline is
+# nearer), with its output in LOG_DIR/NAME.log.
 run() {
-    local name="$1"; shift
+    local name="$1" limit="$2"
+    shift 2
     local log="$LOG_DIR/$name.log"
-    echo "=== $name: $*" | tee "$log"
-    local start=$SECONDS
-    local code
-    if command -v timeout > /dev/null; then
-        timeout "$STEP_TIMEOUT" "$@" 2>&1 | tee -a "$log"
-        code=${PIPESTATUS[0]}
-    else
-        "$@" 2>&1 | tee -a "$log"
-        code=${PIPESTATUS[0]}
+    local left=$((DEADLINE - SECONDS - 5))
+    if [ "$left" -lt 20 ]; then
+        echo "=== $name: skipped: out of time" | tee "$log"
+        SUMMARY+=("$name|skipped: out of time|0|$log")
+        FAILED=1  # the check is incomplete
+        return 0
     fi
-    local seconds=$((SECONDS - start))
-    echo "=== $name: exit code $code after ${seconds}s" | tee -a "$log"
-    SUMMARY+=("$name|$code|$seconds|$log")
+    [ "$limit" -gt "$left" ] && limit="$left"
+    echo "=== $name (at most ${limit}s): $(printf '%s ' "$@" | tr '\n' ' ' | cut -c1-160)" | tee "$log"
+    local start=$SECONDS code result
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
+    code=${PIPESTATUS[0]}
+    case "$code" in
+        0) result="ok" ;;
+        124 | 137) result="TIMEOUT (${limit}s)" ;;
+        *) result="FAILED (exit $code)" ;;
+    esac
     [ "$code" -eq 0 ] || FAILED=1
-    return 0
+    echo "=== $name: $result after $((SECONDS - start))s" | tee -a "$log"
+    SUMMARY+=("$name|$result|$((SECONDS - start))|$log")
 }
 
-# ------------------------------------------------------------------ environment
-if wanted env; then
-    run env bash -c "nvidia-smi; $PYTHON --version; $PYTHON -m pip --version; \
-        $PYTHON -m pip list 2>/dev/null | grep -i -E '^(numpy|cupy|torch|pytest|hypothesis|pillow|tqdm) '"
-fi
+skip() {  # skip NAME REASON
+    echo "=== $1: skipped: $2" | tee "$LOG_DIR/$1.log"
+    SUMMARY+=("$1|skipped: $2|0|$LOG_DIR/$1.log")
+}
 
-# ---------------------------------------------------------------------- install
-if wanted install; then
-    # Online: minigen with its GPU and test extras. Offline (no package index): minigen
-    # alone, relying on what is already installed.
-    run install bash -c "$PYTHON -m pip install -e '.[gpu,test]' \
-        || { echo 'pip could not install the extras (offline?); installing minigen without dependencies'; \
-             $PYTHON -m pip install --no-deps --no-build-isolation -e .; }"
-    # PyTorch is only the benchmarks' reference; its absence is not a failure.
-    $PYTHON -c "import torch" 2> /dev/null \
-        || $PYTHON -m pip install torch > "$LOG_DIR/install-torch.log" 2>&1 \
-        || echo "PyTorch not available: the benchmark's PyTorch columns will be empty" | tee -a "$LOG_DIR/install-torch.log"
-fi
+# -------------------------------------------------------------------------- preflight
+run preflight 45 bash -c "
+    command -v nvidia-smi > /dev/null && timeout 15 nvidia-smi || echo 'nvidia-smi: not found'
+    $PYTHON --version
+    $PYTHON - << 'EOF'
+import importlib
+for name in ('numpy', 'cupy', 'torch', 'pytest', 'hypothesis', 'PIL', 'tqdm'):
+    try:
+        print(f'{name} {importlib.import_module(name).__version__}')
+    except Exception as error:
+        print(f'{name}: not importable ({type(error).__name__}: {error})')
+import minigen
+available = minigen.cuda.is_available()
+print(f'cuda available: {available}')
+if available:
+    import cupy
+    total = float(cupy.arange(1000, dtype=cupy.float32).sum())
+    print(f'one CuPy sum: {total} (expected 499500.0), devices: {minigen.cuda.device_count()}')
+    assert total == 499500.0
+EOF"
 
-# The rest needs a GPU that CuPy can see; say so plainly if there is none.
-if ! $PYTHON -c "import minigen, sys; sys.exit(0 if minigen.cuda.is_available() else 1)" 2> /dev/null; then
-    echo "minigen.cuda.is_available() is False: CuPy is missing or sees no GPU; the cuda steps will fail" \
-        | tee "$LOG_DIR/no-gpu.log"
-fi
-
-# ------------------------------------------------------------------------ tests
-# The device fixture adds "cuda" to every device-parametrised test when CuPy sees a GPU.
-if wanted tests; then
-    run tests "$PYTHON" -m pytest -q -ra
-fi
-# The opt-in fused kernels: their fused-vs-reference tests (tests/test_fused.py), then the
-# op, optimiser and model tests once more with the kernels on for every CUDA array.
-if wanted fused-tests; then
-    run fused-tests env MINIGEN_FUSED=1 "$PYTHON" -m pytest -q -ra tests/test_fused.py \
-        tests/test_activation.py tests/test_normalization.py tests/test_optim.py tests/test_layers.py \
-        tests/test_transformer_models.py
-fi
-if wanted slow-tests; then
-    run slow-tests "$PYTHON" -m pytest -q -ra -m slow
-fi
-
-# ------------------------------------------------------------------------ demos
-DEMOS=()
-for path in demos/*.py; do
-    name="$(basename "$path" .py)"
-    [ "$name" = "common" ] || DEMOS+=("$name")
-done
-if wanted demos-quick; then
-    for name in "${DEMOS[@]}"; do
-        run "demo-$name-quick" "$PYTHON" "demos/$name.py" --device cuda --quick --out "$LOG_DIR/demos/$name-quick"
-    done
-fi
-if wanted demos; then
-    for name in "${DEMOS[@]}"; do
-        run "demo-$name" "$PYTHON" "demos/$name.py" --device cuda --out "$LOG_DIR/demos/$name"
+if grep -q "cuda available: True" "$LOG_DIR/preflight.log"; then
+    # ------------------------------------------------------------------- the CUDA steps
+    run probe 120 "$PYTHON" benchmarks/cupy_probe.py --out "$LOG_DIR/probe"
+    run fused-tests 90 "$PYTHON" -m pytest -v -p no:cacheprovider -rfE tests/test_fused.py -k cuda
+    run cuda-tests 210 "$PYTHON" -m pytest -v -p no:cacheprovider -rfE --durations=15 -k cuda \
+        --ignore=tests/test_fused.py tests
+    run bench 90 "$PYTHON" benchmarks/run.py --device cuda --quick --out "$LOG_DIR/bench"
+else
+    for step in probe fused-tests cuda-tests bench; do
+        skip "$step" "no GPU"
     done
 fi
 
-# ------------------------------------------------------------------- benchmarks
-if wanted bench; then
-    run bench "$PYTHON" benchmarks/run.py --device cuda --out "$LOG_DIR/bench"
-fi
-if wanted bench-fused; then
-    run bench-fused "$PYTHON" benchmarks/run.py --device cuda --fused --out "$LOG_DIR/bench"
-    mkdir -p "$LOG_DIR/bench"
-    # Side by side, per case: the reference path (bench) and the fused kernels (bench-fused).
-    "$PYTHON" - "$LOG_DIR/bench" << 'EOF' | tee "$LOG_DIR/bench/fused_vs_unfused.md"
-import json, sys
-from pathlib import Path
-folder = Path(sys.argv[1])
-try:
-    plain, fused = (json.loads((folder / name).read_text()) for name in ("cuda.json", "cuda_fused.json"))
-except OSError as error:
-    sys.exit(f"no comparison: {error}")
-fused_ms = {r["case"]: r.get("minigen_ms") for r in fused["rows"]}
-print("| case | unfused (ms) | fused (ms) | fused speed-up |\n|---|---:|---:|---:|")
-for row in plain["rows"]:
-    a, b = row.get("minigen_ms"), fused_ms.get(row["case"])
-    cells = f"{a:.3f} | {b:.3f} | {a / b:.2f}×" if a and b else "failed | | "
-    print(f"| {row['case']} | {cells} |")
-EOF
-fi
-
-# ---------------------------------------------------------------------- summary
+# ---------------------------------------------------------------------------- summary
 {
-    echo "# gpu_check summary ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+    echo "# gpu_check summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), ${SECONDS}s in all)"
     echo
     echo "| step | result | seconds | log |"
     echo "|---|---|---:|---|"
     for entry in "${SUMMARY[@]}"; do
-        IFS="|" read -r name code seconds log <<< "$entry"
-        case "$code" in
-            0) result="ok" ;;
-            124) result="TIMEOUT (${STEP_TIMEOUT}s)" ;;
-            *) result="FAILED (exit $code)" ;;
-        esac
-        echo "| $name | $result | $seconds | $log |"
+        IFS="|" read -r name result seconds log <<< "$entry"
+        echo "| $name | $result | $seconds | ${log#"$LOG_DIR"/} |"
+    done
+    if grep -q "^=== probe (at most" "$LOG_DIR/probe.log"; then
+        echo
+        echo "## probe: failures and measurements"
+        echo
+        grep -E "^(FAIL|MEASURE|probe:)" "$LOG_DIR/probe.log" | sed 's/^/    /'
+    fi
+    for step in fused-tests cuda-tests; do
+        if grep -q "^=== $step (at most" "$LOG_DIR/$step.log"; then
+            echo
+            echo "## $step"
+            echo
+            log="$LOG_DIR/$step.log"
+            # -v prints one line per test as it finishes, so these counts survive a timeout.
+            echo "    so far: $(grep -c ' PASSED' "$log") passed, $(grep -c ' FAILED' "$log") failed," \
+                "$(grep -c ' ERROR' "$log") errors, $(grep -c ' SKIPPED' "$log") skipped"
+            grep -E "^(FAILED|ERROR) |^=+ .*(passed|failed|error|skipped|no tests ran).* =+$" "$log" \
+                | sed 's/^/    /' || true
+            grep -E "::.* (FAILED|ERROR)" "$log" | grep -v "^FAILED\|^ERROR" | sed 's/^/    /' | head -40 || true
+        fi
     done
 } | tee "$LOG_DIR/summary.md"
-[ -f "$LOG_DIR/bench/cuda.json" ] && echo "benchmark results: $LOG_DIR/bench/cuda.json"
-[ -f "$LOG_DIR/bench/cuda_fused.json" ] && echo "with the fused kernels: $LOG_DIR/bench/cuda_fused.json ($LOG_DIR/bench/fused_vs_unfused.md)"
 exit "$FAILED"

@@ -5,26 +5,22 @@ then writes ``xp.exp(a)`` instead of ``np.exp(a)``. Everything here that NumPy a
 spell differently (devices, transfers, random numbers, scatter-add) has one
 backend-neutral function, so no other file needs to know which library it runs on.
 
-Devices are ``"cpu"``, ``"cuda"`` / ``"cuda:N"``, and ``"standin"``: a test-only device
-whose arrays behave like CuPy's (see ``minigen/standin.py``) so that CI, which has no
-GPU, still catches NumPy-only code on the GPU path.
+Devices are ``"cpu"`` and ``"cuda"`` / ``"cuda:N"``. The test suite adds one more,
+``"standin"`` (see "the test device" below).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
 import numpy as np
 
-from minigen.standin import StandInArray, standin_xp
-
 try:  # CuPy is optional: `import minigen` must work without it.
     import cupy as _cupy
-    import cupyx as _cupyx
 except Exception:  # ImportError, or a CuPy that cannot find its CUDA libraries
     _cupy = None
-    _cupyx = None
 
 DEFAULT_DTYPE = np.float32
 
@@ -107,18 +103,36 @@ def cuda_is_available() -> bool:
 def _require_cuda(device: Device) -> None:
     if not cuda_is_available():
         raise RuntimeError(
-            f"device {device!s} requested but CUDA is not available: "
-            "install CuPy (pip install minigen[gpu]) on a machine with an NVIDIA GPU"
+            f"device {device!s} requested but CUDA is not available: install CuPy for your CUDA version "
+            "(pip install minigen[gpu13] for CUDA 13, minigen[gpu12] for CUDA 12) on a machine with an NVIDIA GPU"
         )
+
+
+# ---------------------------------------------------------------------- the test device
+# CI has no GPU, so the test suite adds a third device, "standin": a CuPy look-alike that
+# lives on the host and refuses what CuPy refuses (minigen/testing/standin.py). It is one
+# more array module beside numpy and cupy (its ``ndarray``, ``asarray``, ``asnumpy``,
+# ``random`` and ``add.at`` are CuPy's), loaded the first time a tensor asks for it; the
+# three functions below are the only ones that tell it apart from CuPy.
+_standin_xp: Any = None
+
+
+def _standin() -> Any:
+    global _standin_xp
+    if _standin_xp is None:
+        from minigen.testing.standin import standin_xp
+
+        _standin_xp = standin_xp
+    return _standin_xp
 
 
 # ---------------------------------------------------------------------- array modules
 def xp_of(array: Any) -> Any:
-    """The array module (numpy, cupy, or the stand-in) that owns ``array``."""
-    if type(array) is StandInArray:
-        return standin_xp
+    """The array module (numpy or cupy) that owns ``array``."""
     if _cupy is not None and isinstance(array, _cupy.ndarray):
         return _cupy
+    if _standin_xp is not None and isinstance(array, _standin_xp.ndarray):
+        return _standin_xp
     return np
 
 
@@ -128,27 +142,33 @@ def xp_for(device: Any) -> Any:
     if device.type == "cpu":
         return np
     if device.type == "standin":
-        return standin_xp
+        return _standin()
     _require_cuda(device)
     return _cupy
 
 
 def device_of(array: Any) -> Device:
     """The device an array lives on."""
-    if type(array) is StandInArray:
-        return STANDIN
-    if _cupy is not None and isinstance(array, _cupy.ndarray):
+    xp = xp_of(array)
+    if xp is np:
+        return CPU
+    if xp is _cupy:
         return Device(f"cuda:{array.device.id}")
-    return CPU
+    return STANDIN
 
 
 def is_host_array(array: Any) -> bool:
-    return type(array) is not StandInArray and xp_of(array) is np
+    return xp_of(array) is np
 
 
 def is_cuda_array(array: Any) -> bool:
     """True for CuPy arrays: reading their values back costs a host sync."""
     return _cupy is not None and isinstance(array, _cupy.ndarray)
+
+
+def _selected(device: Device) -> Any:
+    """Make a CUDA device the current one for the block (CuPy allocates on the current device)."""
+    return _cupy.cuda.Device(device.index) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def to_device(array: Any, device: Any) -> Any:
@@ -157,38 +177,58 @@ def to_device(array: Any, device: Any) -> Any:
     if device_of(array) == device:
         return array
     host = asnumpy(array)
-    if device.type == "cpu":
+    xp = xp_for(device)
+    if xp is np:
         return host
-    if device.type == "standin":
-        return StandInArray(host)
-    _require_cuda(device)
-    with _cupy.cuda.Device(device.index):
-        return _cupy.asarray(host)
+    with _selected(device):
+        return xp.asarray(host)
 
 
 def asnumpy(array: Any) -> np.ndarray:
     """A host (NumPy) copy of any backend's array: the one way back to the CPU."""
-    if type(array) is StandInArray:
-        return array.get()
-    if _cupy is not None and isinstance(array, _cupy.ndarray):
-        return _cupy.asnumpy(array)
-    return np.asarray(array)
+    xp = xp_of(array)
+    return np.asarray(array) if xp is np else xp.asnumpy(array)
 
 
-def device_context(device: Any) -> Any:
-    """A context manager that makes ``device`` current (a no-op off CUDA)."""
-    device = Device(device)
-    if device.type == "cuda":
-        return _cupy.cuda.Device(device.index)
-    return _NullContext()
+def assignable(value: Any, target: Any) -> Any:
+    """``value`` ready for ``target[key] = value``: host data (a list, a NumPy array) moved to target's device.
+
+    NumPy takes anything array-like there; CuPy takes only its own arrays and scalars
+    ("non-scalar numpy.ndarray cannot be used for fill"), so host data is converted on
+    the way in, with the target's dtype. Scalars and device arrays pass unchanged.
+    """
+    if isinstance(value, (list, tuple, np.ndarray)) and not is_host_array(target):
+        with _selected(device_of(target)):
+            return xp_of(target).asarray(np.asarray(value, dtype=target.dtype))
+    return value
 
 
-class _NullContext:
-    def __enter__(self) -> None:
-        return None
+# ------------------------------------------------------------------- scalars on the device
+_device_scalars: dict[tuple, Any] = {}
+_MAX_DEVICE_SCALARS = 1024
 
-    def __exit__(self, *exc: Any) -> None:
-        return None
+
+def scalar_array(value: Any, dtype: Any, like: Any) -> Any:
+    """A 0-d array holding the Python number ``value`` on the device of the array ``like``.
+
+    This is the 0.5 of ``t * 0.5``. On the CPU it is ``np.asarray(value)``. On a GPU a
+    fresh 0-d array costs an allocation and a fill kernel, and a training step uses the
+    same few numbers every step (0.5, 1 - β, ε), so each (value, dtype, device) is written
+    once and then shared. A shared array is a constant: nothing may write into it. (An LR
+    schedule can make a new number every step, so the table is emptied when it is full.)
+    """
+    xp = xp_of(like)
+    if xp is np:
+        return np.asarray(value, dtype=dtype)
+    device = device_of(like)
+    key = (device, np.dtype(dtype), type(value), repr(value))  # repr tells 0.0 from -0.0
+    array = _device_scalars.get(key)
+    if array is None:
+        if len(_device_scalars) >= _MAX_DEVICE_SCALARS:
+            _device_scalars.clear()
+        with _selected(device):
+            array = _device_scalars[key] = xp.full((), value, dtype=dtype)
+    return array
 
 
 # ------------------------------------------------------------------------ scatter-add
@@ -197,15 +237,13 @@ def scatter_add(target: Any, key: Any, values: Any) -> None:
 
     Plain ``target[key] += values`` keeps only one of several writes to the same
     element. This is the backward of advanced indexing (and of embedding lookups).
-    On NumPy each selected element's flat position is found by indexing an ``arange``
-    with the same key, and ``bincount`` sums the values per position; on CuPy
-    ``cupyx.scatter_add`` does the job.
+    On CuPy ``add.at`` is an atomic scatter on the GPU. On NumPy each selected element's
+    flat position is found by indexing an ``arange`` with the same key, and ``bincount``
+    sums the values per position (NumPy's own ``add.at`` is far slower).
     """
-    if type(target) is StandInArray:  # the stand-in does what CuPy would, on the host
-        scatter_add(target._a, _strip_standin(key), values._a if type(values) is StandInArray else values)
-        return
-    if _cupy is not None and isinstance(target, _cupy.ndarray):
-        _cupyx.scatter_add(target, key, values)
+    xp = xp_of(target)
+    if xp is not np:
+        xp.add.at(target, key, values)
         return
     if isinstance(key, np.ndarray) and key.dtype.kind in "iu" and target.flags.c_contiguous:
         _scatter_add_rows(target, key, values)
@@ -233,14 +271,6 @@ def _scatter_add_rows(target: np.ndarray, rows: np.ndarray, values: np.ndarray) 
     starts = np.flatnonzero(np.concatenate(([True], sorted_rows[1:] != sorted_rows[:-1])))
     sums = np.add.reduceat(values[order], starts, axis=0)
     target.reshape(target.shape[0], row_size)[sorted_rows[starts]] += sums.astype(target.dtype, copy=False)
-
-
-def _strip_standin(key: Any) -> Any:
-    if type(key) is StandInArray:
-        return key._a
-    if isinstance(key, tuple):
-        return tuple(_strip_standin(k) for k in key)
-    return key
 
 
 # ---------------------------------------------------------------------------- randomness
@@ -282,54 +312,56 @@ def set_rng_state(state: tuple[int | None, dict[Device, Any]]) -> None:
 
 
 def generator(device: Any = "cpu") -> Any:
-    """The seeded random generator for ``device``.
+    """The seeded random generator for ``device``: NumPy's, or CuPy's ``Generator``.
 
-    The CPU and the stand-in device share one host stream definition (NumPy's PCG64
-    seeded with the same seed), so they draw identical numbers. CUDA uses CuPy's own
-    generator with the same seed.
+    The CPU and the stand-in device draw the same numbers (NumPy's PCG64 with the same
+    seed). CUDA draws from CuPy's generator (XORWOW) with the same seed: repeatable on
+    that GPU, but not the CPU's numbers. Parameters are initialised on the host and
+    moved, so every device starts from the same weights; dropout masks and noise drawn
+    on a GPU differ from the CPU's (see the README's Devices section).
     """
     device = Device(device)
     gen = _generators.get(device)
     if gen is None:
         seed = _seed if _seed is not None else np.random.SeedSequence().entropy
-        if device.type == "cuda":
-            _require_cuda(device)
-            with _cupy.cuda.Device(device.index):
-                gen = _cupy.random.default_rng(seed)
-        else:
-            gen = np.random.default_rng(seed)
-        _generators[device] = gen
+        with _selected(device):
+            gen = _generators[device] = xp_for(device).random.default_rng(seed)
     return gen
 
 
-def _on(device: Device, host_or_device_array: Any) -> Any:
-    return StandInArray(host_or_device_array) if device.type == "standin" else host_or_device_array
+def _draw_dtype(dtype: Any) -> np.dtype:
+    """Generators draw float32 or float64 only (NumPy's refuses float16): other floats are drawn in float32."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
 
 
 def random_normal(shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
     """Standard normal samples of ``shape`` on ``device``."""
-    device = Device(device)
-    return _on(device, generator(device).standard_normal(shape, dtype=dtype))
+    draws = generator(device).standard_normal(shape, dtype=_draw_dtype(dtype))
+    return draws.astype(dtype, copy=False)
 
 
 def random_uniform(shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
-    """Uniform samples in [0, 1) of ``shape`` on ``device``."""
-    device = Device(device)
-    return _on(device, generator(device).random(shape, dtype=dtype))
+    """Uniform samples in [0, 1) of ``shape`` on ``device`` (float16 too, the same on every device)."""
+    dtype = np.dtype(dtype)
+    draws = generator(device).random(shape, dtype=_draw_dtype(dtype))
+    if draws.dtype == dtype:
+        return draws
+    # A float32 draw just below 1 rounds to 1.0 in float16: keep every sample below 1.
+    below_one = np.nextafter(dtype.type(1), dtype.type(0))
+    return xp_of(draws).minimum(draws.astype(dtype), below_one)
 
 
 def random_integers(low: int, high: int, shape: tuple[int, ...], device: Any) -> Any:
     """Integers uniform in [low, high) of ``shape`` on ``device`` (int64)."""
-    device = Device(device)
-    return _on(device, generator(device).integers(low, high, size=shape, dtype=np.int64))
+    return generator(device).integers(low, high, size=shape, dtype=np.int64)
 
 
 def random_permutation(n: int, device: Any = "cpu") -> Any:
     """A random permutation of range(n) on ``device``."""
-    device = Device(device)
     gen = generator(device)
     if hasattr(gen, "permutation"):
-        return _on(device, gen.permutation(n))
-    # CuPy's Generator may lack permutation(): the order that sorts n uniform draws is a
+        return gen.permutation(n)
+    # CuPy's Generator has no permutation(): the order that sorts n uniform draws is a
     # uniformly random permutation (a tie among float64 draws is all but impossible).
-    return _on(device, gen.random(n, dtype=np.float64).argsort())
+    return gen.random(n, dtype=np.float64).argsort()

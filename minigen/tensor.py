@@ -276,12 +276,9 @@ class Tensor:
                 dtype = np.dtype(backend.DEFAULT_DTYPE)
             elif dtype.kind == "b" and not isinstance(value, (bool, np.bool_)):
                 dtype = np.dtype(np.int64)
-            xp = self.xp
-            if xp is np:
-                return Tensor(np.asarray(value, dtype=dtype))
             # On a GPU, asarray(value) would copy the number from the host (a transfer in
-            # every step); full() writes it on the device, the number passed to the kernel.
-            return Tensor(xp.full((), value, dtype=dtype))
+            # every step); scalar_array writes it on the device once and reuses it.
+            return Tensor(backend.scalar_array(value, dtype, self.data))
         return Tensor(value, device=self.device)
 
     def __add__(self, other: Any) -> Tensor:
@@ -596,7 +593,7 @@ class Tensor:
             )
         from minigen.ops.indexing import normalize_key
 
-        value = value.data if isinstance(value, Tensor) else value
+        value = value.data if isinstance(value, Tensor) else backend.assignable(value, self.data)
         self.data[normalize_key(key, self)] = value
 
     def masked_fill(self, mask: Tensor, value: float) -> Tensor:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import minigen as mg
 from minigen import backend
-from minigen.standin import StandInArray
+from minigen.testing.standin import StandInArray, _StandInUfunc
 
 
 def test_device_parsing():
@@ -108,3 +110,55 @@ def test_randperm_without_a_permutation_method_sorts_uniform_draws(monkeypatch):
     order = backend.random_permutation(1000, "cpu")
     assert sorted(order.tolist()) == list(range(1000))
     assert not np.array_equal(order, np.arange(1000))  # shuffled, not the identity
+
+
+# ------------------------------------------------------------- the stand-in plugs in
+def test_backend_reads_as_numpy_or_cupy_with_one_plug_in_point():
+    """The test device is named in one small section of backend.py, not in every function."""
+    source = (Path(backend.__file__)).read_text()
+    assert "StandInArray" not in source and "minigen.standin" not in source
+    assert source.count("minigen.testing.standin") == 1  # the lazy import, and nothing else
+    assert not hasattr(backend, "device_context")  # dead code, removed
+    x = backend.to_device(np.arange(3.0), "standin")
+    assert backend.xp_of(x) is backend.xp_for("standin") and backend.xp_of(x).ndarray is StandInArray
+    assert backend.device_of(x) == "standin" and not backend.is_host_array(x) and not backend.is_cuda_array(x)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_scatter_add_on_a_device_is_cupys_add_at(monkeypatch, dtype):
+    """On a GPU-like device scatter_add is ``xp.add.at`` (cupyx.scatter_add is deprecated), for every key kind."""
+    calls = []
+    at = _StandInUfunc.at
+
+    def recording_at(self, a, indices, b=None):
+        calls.append(self._name)
+        return at(self, a, indices, b)
+
+    monkeypatch.setattr(_StandInUfunc, "at", recording_at)
+    rng = np.random.default_rng(0)
+    keys = {
+        "duplicates": np.array([0, 2, 0, 0, 3]),
+        "tuple": (np.array([0, 1, 1, 0]), np.array([2, 2, 2, 0])),
+        "boolean": rng.random((4, 3)) > 0.5,
+    }
+    for name, key in keys.items():
+        target = np.zeros((4, 3), dtype=dtype)
+        values = rng.normal(size=np.zeros((4, 3))[key].shape).astype(dtype)
+        expected = target.copy()
+        np.add.at(expected, key, values)
+        on_device = backend.to_device(target, "standin")
+        device_key = tuple(backend.to_device(k, "standin") for k in key) if isinstance(key, tuple) else key
+        device_key = backend.to_device(device_key, "standin") if isinstance(key, np.ndarray) else device_key
+        backend.scatter_add(on_device, device_key, backend.to_device(values, "standin"))
+        np.testing.assert_allclose(backend.asnumpy(on_device), expected, rtol=1e-3, err_msg=name)
+        assert backend.asnumpy(on_device).dtype == dtype
+    assert calls == ["add"] * 3
+
+
+def test_assignable_moves_host_data_to_the_targets_device():
+    target = backend.to_device(np.zeros(3, dtype=np.float32), "standin")
+    moved = backend.assignable([1, 2, 3], target)
+    assert isinstance(moved, StandInArray) and moved.dtype == np.float32
+    assert backend.assignable(2.5, target) == 2.5  # scalars pass unchanged
+    host = np.zeros(3)
+    assert backend.assignable([1, 2, 3], host) == [1, 2, 3]  # NumPy takes host data as it is

@@ -25,6 +25,7 @@ from minigen.models.gan import (
     update_ema,
     wasserstein_generator_loss,
 )
+from minigen.testing import cpu_random_numbers_on_every_device
 
 
 def _log_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -321,25 +322,35 @@ def test_generator_learns_a_point_mass():
 
 @pytest.mark.parametrize("loss", ["nonsaturating", "wgan-gp"])
 def test_conditional_dcgan_train_step_same_on_every_device(device, loss):
-    """One conditional train step on each device gives the same losses (catches NumPy-only code on the GPU path)."""
+    """One conditional train step on each device gives the same losses (catches NumPy-only code on the GPU path).
+
+    The step draws noise (z, and the interpolation ε of the gradient penalty); CuPy's
+    generator draws other numbers than the CPU's, so every device draws the CPU's here.
+    """
     results = []
-    for dev in ("cpu", device):
-        mg.manual_seed(0)
-        norm = "none" if loss == "wgan-gp" else "batch"
-        g = DCGANGenerator(latent_dim=4, image_size=8, base_channels=4, num_classes=3).to(dev)
-        d = DCGANDiscriminator(image_size=8, base_channels=4, num_classes=3, norm=norm).to(dev)
-        opt_g, opt_d = mg.optim.Adam(g.parameters(), lr=1e-3), mg.optim.Adam(d.parameters(), lr=1e-3)
-        mg.manual_seed(1)  # fresh generators: the device's stream now matches the CPU's draw for draw
-        x = mg.rand(4, 1, 8, 8, device=dev) * 2 - 1
-        y = mg.tensor([0, 1, 2, 0], device=dev)
-        stream = iter([(x, y), (x, y)])
-        stats = train_step(g, d, opt_g, opt_d, stream, latent_dim=4, k=2, loss=loss)
-        if loss == "wgan-gp":
-            assert "gp" in stats
-        assert all(v.device == mg.device(dev) for v in stats.values())
-        results.append({name: v.item() for name, v in stats.items()})
+    with cpu_random_numbers_on_every_device():
+        for dev in ("cpu", device):
+            results.append(_conditional_dcgan_step(dev, loss))
     for name in results[0]:
         assert results[1][name] == pytest.approx(results[0][name], rel=1e-4, abs=1e-6)
+
+
+def _conditional_dcgan_step(dev: str, loss: str) -> dict[str, float]:
+    """One conditional GAN train step on ``dev`` from host-initialised weights; the losses as floats."""
+    mg.manual_seed(0)
+    norm = "none" if loss == "wgan-gp" else "batch"
+    g = DCGANGenerator(latent_dim=4, image_size=8, base_channels=4, num_classes=3).to(dev)
+    d = DCGANDiscriminator(image_size=8, base_channels=4, num_classes=3, norm=norm).to(dev)
+    opt_g, opt_d = mg.optim.Adam(g.parameters(), lr=1e-3), mg.optim.Adam(d.parameters(), lr=1e-3)
+    mg.manual_seed(1)  # fresh generators: with the CPU's numbers on every device, the same draws
+    x = mg.rand(4, 1, 8, 8, device=dev) * 2 - 1
+    y = mg.tensor([0, 1, 2, 0], device=dev)
+    stream = iter([(x, y), (x, y)])
+    stats = train_step(g, d, opt_g, opt_d, stream, latent_dim=4, k=2, loss=loss)
+    if loss == "wgan-gp":
+        assert "gp" in stats
+    assert all(v.device == mg.device(dev) for v in stats.values())
+    return {name: v.item() for name, v in stats.items()}
 
 
 def test_unknown_loss_is_rejected():

@@ -7,9 +7,17 @@ came from; a token that appears several times collects the sum of its gradients,
 
 which is a scatter-add (``IndexAdd``, built on ``backend.scatter_add``), not an
 assignment, precisely because indices repeat.
+
+**Out-of-range indices.** On the CPU an index outside 0..V−1 raises ``IndexError``
+naming it. On a GPU that check would read its answer back to the host in every step (a
+host sync), and CuPy's indexing silently wraps the index to a wrong row; so there the
+rows of out-of-range indices come out as NaN instead (one ``where`` on the device), and
+the loss computed from them is NaN.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from minigen import backend
 from minigen.autograd import Function
@@ -26,7 +34,11 @@ class Embedding(Function):
         self.padding_idx = padding_idx
         flat = indices.data.reshape(-1)
         self.saved = (weight.shape, flat)
-        return weight.data[flat].reshape(indices.shape + weight.shape[1:])
+        rows = weight.data[flat]
+        if not backend.is_host_array(flat) and rows.dtype.kind == "f":  # on a GPU: NaN rows for bad ids
+            out_of_range = (flat < 0) | (flat >= weight.shape[0])
+            rows = weight.xp.where(out_of_range[:, None], rows.dtype.type(np.nan), rows)
+        return rows.reshape(indices.shape + weight.shape[1:])
 
     def backward(self, grad: Tensor):
         shape, flat = self.saved
@@ -55,8 +67,8 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> 
         if not -count <= padding_idx < count:
             raise ValueError(f"embedding: padding_idx {padding_idx} is out of range for {count} embeddings")
         padding_idx %= count
-    # The check reads one bool back, so it runs on the CPU only: on a GPU (and the
-    # stand-in GPU) that read would be a host sync in every training step.
+    # The exact check reads one bool back, so it runs on the CPU only: on a GPU (and the
+    # stand-in GPU) that read would be a host sync in every training step (see Embedding).
     if input.numel() and backend.is_host_array(input.data) and bool(((input.data < 0) | (input.data >= count)).any()):
         data = input.data
         bad = data[(data < 0) | (data >= count)].reshape(-1)[0].item()

@@ -11,15 +11,20 @@ class-index losses a *weighted* average, Σ wᵢℓᵢ / Σ wᵢ, as in PyTorch)
   (softplus(−x) = max(−x, 0) + log(1 + e^(−|x|))).
 * mse_loss: ℓ = (x − y)²;  l1_loss: ℓ = |x − y|.
 
-Class targets are checked on every CPU call (an out-of-range class is an error, never a
-silently wrong loss); on a GPU the check is skipped, since reading its answer back
-would be a host sync.
+**Out-of-range class targets.** On the CPU a target outside 0..C−1 (other than
+``ignore_index``) raises ``IndexError`` naming it. On a GPU that check would read its
+answer back to the host in every training step (a host sync), and CuPy's indexing
+silently wraps an out-of-range index to a wrong row. So on a GPU the check stays on the
+device: the loss of every position with an out-of-range target is NaN (one ``where``),
+which makes the mean or sum NaN, and the error surfaces in the next loss you log.
 """
 
 from __future__ import annotations
 
 import warnings
 from typing import Any
+
+import numpy as np
 
 from minigen import backend
 from minigen.autograd import Function
@@ -122,7 +127,7 @@ def _nll_terms(op: str, input: Tensor, target: Tensor, weight: Tensor | None, ig
         if weight.device != input.device:
             raise RuntimeError(f"{op}: weight is on {weight.device} but the input is on {input.device}")
     out_of_range = valid & ((t.data < 0) | (t.data >= classes))
-    # The check reads one bool back, so it runs on the CPU only: on a GPU (and the
+    # The exact check reads one bool back, so it runs on the CPU only: on a GPU (and the
     # stand-in GPU) that read would be a host sync in every training step.
     if t.data.size and backend.is_host_array(t.data) and bool(out_of_range.any()):
         bad = t.data[out_of_range].reshape(-1)[0].item()
@@ -134,6 +139,8 @@ def _nll_terms(op: str, input: Tensor, target: Tensor, weight: Tensor | None, ig
     sample_weight = valid.astype(flat.dtype)
     if weight is not None:
         sample_weight *= weight.data[safe].astype(flat.dtype, copy=False)
+    if not backend.is_host_array(t.data):  # on a GPU: NaN where the target is out of range (no host sync)
+        sample_weight = xp.where(out_of_range, sample_weight.dtype.type(np.nan), sample_weight)
     losses = -PickClass.apply(flat, index=safe) * Tensor(sample_weight)
     return losses, sample_weight, flat, safe, valid
 

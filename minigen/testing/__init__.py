@@ -2,13 +2,16 @@
 
 from minigen.testing import arrays, shapes, broadcastable_shapes, devices
 from minigen.testing import forbid_host_reads   # a GPU training step must not read values back
+from minigen.testing import cpu_random_numbers_on_every_device   # compare a device run with a CPU run
 """
 
 from minigen.testing.devices import (
     HostReadError,
     HostUploads,
     available_devices,
+    check_shared_numbers,
     count_host_uploads,
+    cpu_random_numbers_on_every_device,
     forbid_host_reads,
     to_device_like,
 )

@@ -4,6 +4,9 @@
 * ``forbid_host_reads``: inside it, any read of stand-in device values back to the host
   raises, as a host sync would stall a real GPU.
 * ``count_host_uploads``: counts the host data copied onto the stand-in device.
+* ``check_shared_numbers``: no code wrote into a number shared on the device.
+* ``cpu_random_numbers_on_every_device``: every device draws the CPU's random numbers,
+  for tests that compare a device run with a CPU run draw for draw.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from minigen import backend
-from minigen.standin import StandInArray, _StandInModule
 from minigen.tensor import Tensor
+from minigen.testing.standin import StandInArray, _StandInModule
 
 
 def available_devices() -> list[str]:
@@ -47,7 +50,6 @@ _VALUE_READS = (
     "__float__",  # float(t)
     "__int__",  # int(t)
     "__bool__",  # if t: ..., while t > 0: ..., `a and b`
-    "__index__",  # range(t), a Python list indexed by a device value
     "__complex__",
     "__repr__",  # printing values (str() and f-strings fall back to __repr__)
     "__str__",
@@ -79,7 +81,7 @@ def forbid_host_reads() -> Iterator[None]:
             optimizer.step()              # any .item()/float()/bool() in here raises
 
     Refused inside: ``.get()``, ``.item()``, ``.tolist()``, ``.tobytes()``; conversion
-    with ``float``/``int``/``bool``/``complex``/``operator.index``; ``repr``/``str``/
+    with ``float``/``int``/``bool``/``complex``; ``repr``/``str``/
     ``format`` of device arrays; ``backend.asnumpy``/``xp.asnumpy`` of device arrays
     (so ``Tensor.numpy()``, ``Tensor.item()``, ``.to("cpu")``, ``print(t)``); and the
     operations whose result size depends on the values (``nonzero``, ``flatnonzero``,
@@ -174,7 +176,7 @@ class HostUploads:
     ``arrays``: one ``(shape, where)`` per host array or sequence uploaded;
     ``scalars``: how many single Python/NumPy numbers were uploaded
     (``xp.asarray(0.5)``; the ``0.5`` of ``t * 0.5`` is not one: ``Tensor._lift``
-    writes it on the device with ``xp.full``).
+    writes it on the device with ``xp.full``, once, see ``backend.scalar_array``).
     """
 
     arrays: list[tuple[tuple[int, ...], str]] = field(default_factory=list)
@@ -203,14 +205,20 @@ def count_host_uploads() -> Iterator[HostUploads]:
         else:
             seen.arrays.append((tuple(np.shape(data)), where))
 
+    inside_to_device = []  # to_device uploads through xp.asarray: count that copy once
+
     def counted_to_device(data: Any, device: Any) -> Any:
         if backend.Device(device).type == "standin" and backend.device_of(data).type == "cpu":
             record(data, "backend.to_device")
-        return to_device(data, device)
+        inside_to_device.append(True)
+        try:
+            return to_device(data, device)
+        finally:
+            inside_to_device.pop()
 
     def counting(original: staticmethod, where: str) -> staticmethod:
         def counted(a: Any, dtype: Any = None) -> StandInArray:
-            if type(a) is not StandInArray:
+            if type(a) is not StandInArray and not inside_to_device:
                 record(a, where)
             return original.__func__(a, dtype)
 
@@ -225,3 +233,82 @@ def count_host_uploads() -> Iterator[HostUploads]:
         backend.to_device = to_device
         _StandInModule.asarray = asarray
         _StandInModule.array = array
+
+
+# ------------------------------------------------------------------ the CPU's random numbers
+class _HostDraws:
+    """A generator for a device that draws the CPU's numbers (PCG64 on the host) and copies them over."""
+
+    def __init__(self, seed: Any, device: backend.Device) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._device = device
+
+    def standard_normal(self, size: Any = None, dtype: Any = np.float64) -> Any:
+        return backend.to_device(self._rng.standard_normal(size, dtype=dtype), self._device)
+
+    def random(self, size: Any = None, dtype: Any = np.float64) -> Any:
+        return backend.to_device(self._rng.random(size, dtype=dtype), self._device)
+
+    def integers(self, low: int, high: int | None = None, size: Any = None, dtype: Any = np.int64) -> Any:
+        return backend.to_device(self._rng.integers(low, high, size=size, dtype=dtype), self._device)
+
+    def permutation(self, n: int) -> Any:
+        return backend.to_device(self._rng.permutation(n), self._device)
+
+
+@contextmanager
+def cpu_random_numbers_on_every_device() -> Iterator[None]:
+    """Inside, every device draws exactly the CPU's random numbers (drawn on the host, then copied).
+
+    ``manual_seed(s)`` makes each device repeat its own stream, but CuPy's generator
+    (XORWOW) does not draw NumPy's numbers (PCG64): a CUDA run and a CPU run with the same
+    seed see different dropout masks and noise. A test that compares a device run with a
+    CPU run draw for draw wraps both runs in this block::
+
+        with cpu_random_numbers_on_every_device():
+            for dev in ("cpu", device):
+                mg.manual_seed(1)
+                results.append(train_step(...))    # same noise on both devices
+
+    Every draw is a host -> device copy, so this is for tests only. Restored on exit.
+    """
+    device_generator = backend.generator
+
+    def host_drawn_generator(device: Any = "cpu") -> Any:
+        device = backend.Device(device)
+        if device.type == "cpu":
+            return device_generator(device)
+        gen = backend._generators.get(device)  # emptied by manual_seed, like the real ones
+        if not isinstance(gen, _HostDraws):
+            seed = backend.initial_seed()
+            gen = backend._generators[device] = _HostDraws(
+                np.random.SeedSequence().entropy if seed is None else seed, device
+            )
+        return gen
+
+    backend.generator = host_drawn_generator
+    try:
+        yield
+    finally:
+        backend.generator = device_generator
+        for device, gen in list(backend._generators.items()):
+            if isinstance(gen, _HostDraws):
+                del backend._generators[device]
+
+
+# --------------------------------------------------------------- shared numbers on the device
+def check_shared_numbers() -> int:
+    """Assert that every number ``backend.scalar_array`` shares on a device still holds its value.
+
+    ``t * 0.5`` on a GPU uses one shared 0-d array for 0.5; code that wrote into it
+    (an in-place op on a lifted constant) would change every later ``* 0.5``. Returns how
+    many shared numbers were checked.
+    """
+    for (device, dtype, kind, text), array in backend._device_scalars.items():
+        if array.dtype != dtype:
+            raise AssertionError(f"shared number {text} on {device}: dtype {array.dtype}, expected {dtype}")
+        if kind in (int, float):  # the repr of a Python number reads back exactly
+            expected = np.asarray(kind(text), dtype=dtype)
+            if not np.array_equal(backend.asnumpy(array), expected, equal_nan=True):
+                raise AssertionError(f"shared number {text} on {device} now holds {backend.asnumpy(array)}")
+    return len(backend._device_scalars)
