@@ -12,6 +12,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import minigen as mg
+from minigen.kernels import conv as conv_kernels
 from minigen.ops import conv as conv_module
 from minigen.ops.conv import conv2d, conv_output_size, conv_transpose2d
 from minigen.testing import arrays
@@ -228,11 +229,11 @@ def test_batch_chunks_agree(device, monkeypatch):
     wt = rng.standard_normal((4, 3, 3, 3))
     g = rng.standard_normal((5, 6, 3, 6))
     gt = rng.standard_normal((5, 6, 11, 10))
-    monkeypatch.setattr(conv_module, "CPU_CHUNK_ELEMENTS", 900)  # 1 to 3 samples per chunk
+    monkeypatch.setattr(conv_kernels, "CPU_CHUNK_ELEMENTS", 900)  # 1 to 3 samples per chunk
     results = []
     for chunked in (True, False):
         if not chunked:
-            monkeypatch.setattr(conv_module, "CPU_CHUNK_ELEMENTS", 1 << 30)
+            monkeypatch.setattr(conv_kernels, "CPU_CHUNK_ELEMENTS", 1 << 30)
         xs, ws, wts = on(device, x), on(device, w), on(device, wt)
         y = conv2d(xs, ws, stride=(2, 1), padding=1, groups=2)
         y.backward(on(device, g, requires_grad=False))
@@ -259,7 +260,7 @@ def test_batch_chunks_agree(device, monkeypatch):
     ],
 )
 def test_phase_grid_in_chunks_matches_direct_loops(device, monkeypatch, kernel, stride, padding, dilation):
-    """conv2d and conv_transpose2d through the phase grid (``_grid_im2col``/``_grid_col2im``),
+    """conv2d and conv_transpose2d through the phase grid (``grid_im2col``/``grid_col2im`` in minigen/kernels/conv.py),
     one image per chunk and several per chunk, against the direct loops, with the same
     gradients either way."""
     rng = np.random.default_rng(5)
@@ -275,7 +276,7 @@ def test_phase_grid_in_chunks_matches_direct_loops(device, monkeypatch, kernel, 
     )
     results = []
     for budget in (1, 4000, 1 << 30):  # one image per chunk; a few (with a remainder); everything at once
-        monkeypatch.setattr(conv_module, "CPU_CHUNK_ELEMENTS", budget)
+        monkeypatch.setattr(conv_kernels, "CPU_CHUNK_ELEMENTS", budget)
         xs, ws = on(device, x), on(device, w)
         y = conv2d(xs, ws, stride=stride, padding=padding, dilation=dilation, groups=2)
         y.backward(on(device, g, requires_grad=False))
