@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import linecache
 import sys
+import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -241,10 +242,17 @@ def detect_anomaly(check_forward: bool = True, check_backward: bool = True) -> I
     """
     call_sites: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
     float_errors: list[str] = []  # what NumPy reported inside the op that is running
+    outside = np.geterr()  # what NumPy did before: code outside the ops still gets that
 
     def on_float_error(kind: str, flag: int) -> None:
         if _inside_op():
             float_errors.append(kind)
+            return
+        action = outside["over" if kind == "overflow" else "invalid"]
+        if action == "raise":
+            raise FloatingPointError(f"{kind} encountered")
+        if action != "ignore":
+            warnings.warn(f"{kind} encountered", RuntimeWarning, stacklevel=3)
 
     def check_float_errors(phase: str, op: str, inputs: Any, outputs: Any, inside: Any) -> None:
         """Raise when NumPy reported an overflow inside the op that just ran (its outputs are

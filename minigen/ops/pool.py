@@ -88,7 +88,8 @@ class MaxPool2d(Function):
         # through the offsets backwards, each match overwrites: on ties the first one wins.
         # The select is arithmetic, argmax += (t − argmax)·hit, because xp.where and
         # copyto(where=) with a random mask are ~15× slower than a multiply on a CPU.
-        argmax = xp.full((n, c, *geometry.out_hw), offsets[-1][0], dtype=xp.int16)
+        last = offsets[-1][0] if offsets else 0  # no offset at all: every window lies in the padding
+        argmax = xp.full((n, c, *geometry.out_hw), last, dtype=xp.int16)
         for t, out_slice, in_slice in reversed(offsets[:-1]):
             candidate = x.data[in_slice]
             hit = (candidate == best[out_slice]) | (candidate != candidate)  # a NaN is the maximum
