@@ -126,9 +126,8 @@ def grid_im2col(x: Any, kernel: tuple, stride: tuple, layout: tuple, buffers: li
     for a in sorted(set(height.tap_phase)):
         for b in sorted(set(width.tap_phase)):
             grid = laid_out[a, b, :, leading_zeros : leading_zeros + columns].reshape(c, n, grid_height, grid_width)
-            grid[:, :, : height.phase_length[a], : width.phase_length[b]] = x[
-                :, :, a :: stride[0], b :: stride[1]
-            ].transpose(1, 0, 2, 3)
+            phase = x[:, :, a :: stride[0], b :: stride[1]].transpose(1, 0, 2, 3)  # (C, n, ...): channels first
+            grid[:, :, : height.phase_length[a], : width.phase_length[b]] = phase
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             start = leading_zeros + height.tap_shift[i] * grid_width + width.tap_shift[j]
@@ -158,9 +157,8 @@ def grid_col2im(cols: Any, out: Any, stride: tuple, layout: tuple) -> Any:
     for a in sorted(set(height.tap_phase)):
         for b in sorted(set(width.tap_phase)):
             grid = laid_out[a, b, :, leading_zeros : leading_zeros + columns].reshape(c, n, grid_height, grid_width)
-            out[:, :, a :: stride[0], b :: stride[1]] = grid[
-                :, :, : height.phase_length[a], : width.phase_length[b]
-            ].transpose(1, 0, 2, 3)
+            phase = grid[:, :, : height.phase_length[a], : width.phase_length[b]]
+            out[:, :, a :: stride[0], b :: stride[1]] = phase.transpose(1, 0, 2, 3)  # back to batch first
     return out
 
 

@@ -76,8 +76,8 @@ def conv2d_reference(
     uses, like any minigen code.
 
     Worked example (the slide): the 6×6 image below and the 3×3 Laplacian filter, no
-    padding, stride 1: H_out = ⌊(6 − 2 − 1)/1⌋ + 1 = 4, and each output is
-    "4·centre − the four neighbours", negated::
+    padding, stride 1: H_out = ⌊(6 + 0 − 1·(3 − 1) − 1)/1⌋ + 1 = 4, and each output is
+    the sum of the pixel's four neighbours minus 4 times the pixel::
 
         x = [[0, 0, 0, 0, 0, 0],      W = [[0,  1, 0],      y = [[ 0, −1, −1,  0],
              [0, 1, 2, 2, 1, 0],           [1, −4, 1],           [−2, −5, −5, −2],
