@@ -16,18 +16,27 @@ empty and costs one check per op.
 
 Timings on a GPU measure the time to *launch* an op (CuPy runs asynchronously), not
 the time the GPU spends on it; on the CPU they are the op's real cost.
+
+``detect_anomaly`` also catches an overflow that the output hides: float16 x² overflows
+to ∞ already at |x| ≈ 256, and 1/√∞ = 0 then turns a normalisation's output into
+zeros, all finite. On the CPU, NumPy reports every overflow (and every invalid
+operation such as ∞ − ∞) inside an op, and the op that had one is named. CuPy reports
+none, so on a GPU only NaN/Inf in the outputs are caught.
 """
 
 from __future__ import annotations
 
 import linecache
 import sys
+import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+import numpy as np
 
 from minigen import autograd
 from minigen.tensor import Tensor
@@ -64,6 +73,18 @@ def _inside_backward() -> Any:
         frame = frame.f_back
         depth += 1
     return None
+
+
+def _inside_op() -> bool:
+    """Whether an op's forward or backward is running: ``Function.apply`` or the engine's
+    ``_call_backward`` is on the call stack (looked up only when NumPy reports an error)."""
+    targets = (autograd.Function.apply.__func__.__code__, autograd._call_backward.__code__)
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code in targets:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _user_call_site() -> str | None:
@@ -212,14 +233,49 @@ def detect_anomaly(check_forward: bool = True, check_backward: bool = True) -> I
     forward. When an op's *inputs* already hold NaN/Inf, it says they came from outside
     (the data, the parameters, or the upstream gradient you passed).
 
+    An op whose outputs are finite but which overflowed inside (an intermediate became
+    ±∞ or NaN, e.g. the variance of float16 values) is reported too, on the CPU, where
+    NumPy tells when that happens.
+
     Every check reads one bool back from the device, so this slows training down: use
     it to find a bug, not in normal runs.
     """
     call_sites: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    float_errors: list[str] = []  # what NumPy reported inside the op that is running
+    outside = np.geterr()  # what NumPy did before: code outside the ops still gets that
+
+    def on_float_error(kind: str, flag: int) -> None:
+        if _inside_op():
+            float_errors.append(kind)
+            return
+        action = outside["over" if kind == "overflow" else "invalid"]
+        if action == "raise":
+            raise FloatingPointError(f"{kind} encountered")
+        if action != "ignore":
+            warnings.warn(f"{kind} encountered", RuntimeWarning, stacklevel=3)
+
+    def check_float_errors(phase: str, op: str, inputs: Any, outputs: Any, inside: Any) -> None:
+        """Raise when NumPy reported an overflow inside the op that just ran (its outputs are
+        finite: non-finite ones get the more specific errors)."""
+        if not float_errors:
+            return
+        kind = float_errors[0]
+        float_errors.clear()
+        where = f"the backward of {inside.name}, in the {op} it computes" if inside is not None else f"{op} ({phase})"
+        site = _user_call_site() if phase == "forward" and inside is None else None
+        raise RuntimeError(
+            f"detect_anomaly: {where} hit a floating-point {kind} inside, although its output is finite: an "
+            f"intermediate value left its dtype's range (float16 ends at 65504, float32 at 3.4e38) and the "
+            f"result is likely wrong (e.g. 1/√∞ = 0) [inputs: {_describe(inputs)}; outputs: {_describe(outputs)}]"
+            + (f"\n  called at {site}" if site else "")
+        )
 
     def observe(phase: str, op: str, node: Any, inputs: Any, output: Any, seconds: float) -> None:
         if phase == "forward":
             inside = _inside_backward()
+            if _all_finite(output) and ((inside is None and check_forward) or (inside is not None and check_backward)):
+                check_float_errors(phase, op, inputs, (output,), inside)
+            float_errors.clear()
             if inside is None and check_backward and getattr(node, "parents", None) is not None:
                 site = _user_call_site()  # remembered, to say where a failing backward's op came from
                 if site is not None:
@@ -255,7 +311,9 @@ def detect_anomaly(check_forward: bool = True, check_backward: bool = True) -> I
         grads = [g for g in output if isinstance(g, Tensor)]
         bad = [g for g in grads if not _all_finite(g)]
         if not bad:
+            check_float_errors(phase, op, inputs, grads, None)
             return
+        float_errors.clear()
         site = call_sites.get(node) if node is not None else None
         origin = f"\n  its forward was called at {site}" if site else ""
         incoming = inputs[0]
@@ -273,6 +331,7 @@ def detect_anomaly(check_forward: bool = True, check_backward: bool = True) -> I
 
     autograd.observers.append(observe)
     try:
-        yield
+        with np.errstate(over="call", invalid="call", call=on_float_error):
+            yield
     finally:
         autograd.observers.remove(observe)

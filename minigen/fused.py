@@ -10,9 +10,10 @@ registers, and writes each output once.
 The kernels are CuPy ``ElementwiseKernel`` objects (a few CUDA statements run for
 every element, with NumPy broadcasting; ``T`` is the element type, float32 or float64)
 and ``ReductionKernel`` objects (map each element, then add them up over some axes).
-Each function below says which reference code it replaces; that reference stays where
-it was and is what runs on the CPU, on the test ``"standin"`` device, and on CUDA while
-the switch is off. The op files dispatch with one visible ``if``::
+Each function below says which reference code it replaces; that reference (a forward
+in ``ops/``, a backward fast path in ``kernels/``) is what runs on the CPU, on the test
+``"standin"`` device, and on CUDA while the switch is off. The callers dispatch with one
+visible ``if``::
 
     if fused.applies(x.data):      # CUDA array and the switch on: the fused kernel
         return fused.gelu_forward(x.data)
@@ -38,6 +39,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from minigen import backend
+from minigen.ops.reduction import reduced_count
 
 
 # --------------------------------------------------------------------------- the switch
@@ -121,13 +123,8 @@ def _reduction(name: str, in_params: str, map_expr: str) -> Any:
 
 def _sum_of_products(u: Any, v: Any, axes: tuple[int, ...]) -> Any:
     """Σ over ``axes`` of u ⊙ v (kept as size-1 axes); v may broadcast against u.
-    Reference: ``ops.normalization.sum_of_products``."""
+    Reference: ``kernels.normalization.sum_of_products``."""
     return _reduction("minigen_sum_of_products", "T u, T v", "u * v")(u, v, axis=axes, keepdims=True)
-
-
-def _count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
-    """How many elements one slice over ``axes`` holds (the n of a mean)."""
-    return math.prod(shape[i] for i in axes)
 
 
 def _as(array: Any, like: Any) -> Any:
@@ -156,7 +153,7 @@ def gelu_forward(x: Any) -> Any:
 def gelu_backward(x: Any, grad: Any) -> Any:
     """∂L/∂x = g ⊙ (Φ(x) + x·φ(x)), φ(x) = e^(−x²/2)/√(2π), one pass.
 
-    Reference: ``ops.activation.Gelu.backward`` (the branch without create_graph).
+    Reference: ``kernels.activation.gelu_backward`` (the fast path of ``ops.activation.Gelu.backward``).
     """
     return _elementwise(
         "minigen_gelu_backward",
@@ -188,7 +185,7 @@ def softmax_forward(x: Any, dims: tuple[int, ...]) -> Any:
 def softmax_backward(s: Any, grad: Any, dims: tuple[int, ...]) -> Any:
     """∂L/∂x = s ⊙ (g − Σⱼ gⱼsⱼ): one reduction kernel for Σ g ⊙ s, one elementwise pass.
 
-    Reference: ``ops.activation.Softmax.backward`` (the branch without create_graph).
+    Reference: ``kernels.activation.softmax_backward`` (the fast path of ``ops.activation.Softmax.backward``).
     """
     weighted = _sum_of_products(grad, s, dims)
     return _elementwise("minigen_softmax_backward", "T g, T s, T gs_sum", "T dx", "dx = (g - gs_sum) * s")(
@@ -218,7 +215,7 @@ def normalize_forward(
         mean = x.mean(axis=dims, keepdims=True)
     if var is None:
         squares = _reduction("minigen_sum_squared_deviation", "T x, T mu", "(x - mu) * (x - mu)")
-        var = squares(x, mean, axis=dims, keepdims=True) / _count(x.shape, dims)
+        var = squares(x, mean, axis=dims, keepdims=True) / reduced_count(x.shape, dims)
     rstd = 1.0 / xp.sqrt(var + eps)
     if weight is None and bias is None:
         xhat = _elementwise("minigen_normalize", "T x, T mu, T rstd", "T xhat", "xhat = (x - mu) * rstd")(x, mean, rstd)
@@ -237,9 +234,9 @@ def normalize_backward(grad: Any, xhat: Any, rstd: Any, weight: Any, dims: tuple
 
     Two reduction kernels give the means without storing g_γ, and one elementwise pass
     writes ∂L/∂x. ``weight`` is shaped to broadcast against g (or None).
-    Reference: ``ops.normalization.Normalize.backward`` (the branch without create_graph).
+    Reference: ``kernels.normalization.normalize_backward`` (the fast path of ``Normalize.backward``).
     """
-    count = _count(grad.shape, dims)
+    count = reduced_count(grad.shape, dims)
     if weight is None:
         mean_g = grad.mean(axis=dims, keepdims=True)
         mean_g_xhat = _sum_of_products(grad, xhat, dims) / count

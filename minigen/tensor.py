@@ -494,10 +494,14 @@ class Tensor:
 
     def softmax(self, dim: int) -> Tensor:
         """softmax(x)_i = exp(x_i − logsumexp(x)), stable for large logits."""
-        return (self - self.logsumexp(dim=dim, keepdim=True)).exp()
+        from minigen.ops.activation import softmax  # the one Softmax op, also behind F.softmax and mg.softmax
+
+        return softmax(self, dim)
 
     def log_softmax(self, dim: int) -> Tensor:
-        return self - self.logsumexp(dim=dim, keepdim=True)
+        from minigen.ops.activation import log_softmax  # the one LogSoftmax op, also behind F.log_softmax
+
+        return log_softmax(self, dim)
 
     # -------------------------------------------------------------------- shape ops
     def reshape(self, *shape: Any) -> Tensor:

@@ -284,3 +284,107 @@ def test_float32_matches_pytorch_float32():
         assert y.dtype == np.float32 and x.grad.dtype == np.float32
         np.testing.assert_allclose(host(y), yt.detach().numpy(), rtol=1e-5, atol=2e-6)
         np.testing.assert_allclose(host(x.grad), xt.grad.numpy(), rtol=1e-5, atol=2e-6)
+
+
+# ------------------------------------------------------------------------ 0-d tensors
+def _np_sigmoid(a):
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+# name: (minigen function of a 0-d tensor, NumPy value, NumPy derivative at a)
+ZERO_D = {
+    "Tensor.sigmoid": (lambda t: t.sigmoid(), _np_sigmoid, lambda a: _np_sigmoid(a) * (1 - _np_sigmoid(a))),
+    "F.sigmoid": (sigmoid, _np_sigmoid, lambda a: _np_sigmoid(a) * (1 - _np_sigmoid(a))),
+    "F.silu": (silu, lambda a: a * _np_sigmoid(a), lambda a: _np_sigmoid(a) * (1 + a * (1 - _np_sigmoid(a)))),
+    "F.softplus": (softplus, lambda a: np.log1p(np.exp(a)), _np_sigmoid),
+    "F.gelu": (
+        gelu,
+        np_gelu,
+        lambda a: 0.5 * (1 + _erf(a / math.sqrt(2))) + a * np.exp(-a * a / 2) / math.sqrt(2 * math.pi),
+    ),
+    "F.gelu tanh": (lambda t: gelu(t, approximate="tanh"), np_gelu_tanh, None),
+    "F.softmax": (lambda t: softmax(t, 0), lambda a: 1.0, lambda a: 0.0),
+    "F.softmax dim=-1": (lambda t: softmax(t, -1), lambda a: 1.0, lambda a: 0.0),
+    "Tensor.softmax": (lambda t: t.softmax(-1), lambda a: 1.0, lambda a: 0.0),
+    "F.log_softmax": (lambda t: log_softmax(t, 0), lambda a: 0.0, lambda a: 0.0),
+    "F.binary_cross_entropy_with_logits": (
+        lambda t: mg.nn.functional.binary_cross_entropy_with_logits(t, mg.tensor(1.0, dtype=t.dtype, device=t.device)),
+        lambda a: np.log1p(np.exp(-a)),
+        lambda a: _np_sigmoid(a) - 1.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ZERO_D))
+@pytest.mark.parametrize("value", [0.7, -1.3])
+def test_zero_dimensional_tensors(device, name, value):
+    """0-d inputs give 0-d outputs and gradients, as in PyTorch (NumPy hands back scalars
+    for 0-d results, which the in-place forwards cannot write into)."""
+    fn, np_value, np_derivative = ZERO_D[name]
+    x = on(device, np.array(value))
+    y = fn(x)
+    assert y.shape == () and y.dtype == np.float64
+    np.testing.assert_allclose(host(y), np_value(np.array(value)), rtol=1e-10, atol=1e-12)
+    y.backward()
+    assert x.grad.shape == ()
+    if np_derivative is not None:
+        np.testing.assert_allclose(host(x.grad), np_derivative(np.array(value)), rtol=1e-7, atol=1e-12)
+    mg.gradcheck(fn, on(device, np.array(value)))
+    with pytest.raises(IndexError, match="out of range"):
+        softmax(x, 1)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(ZERO_D))
+def test_zero_dimensional_tensors_match_torch(name):
+    torch = pytest.importorskip("torch")
+    theirs = {
+        "Tensor.sigmoid": lambda t: t.sigmoid(),
+        "F.sigmoid": torch.sigmoid,
+        "F.silu": torch.nn.functional.silu,
+        "F.softplus": torch.nn.functional.softplus,
+        "F.gelu": torch.nn.functional.gelu,
+        "F.gelu tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+        "F.softmax": lambda t: torch.softmax(t, 0),
+        "F.softmax dim=-1": lambda t: torch.softmax(t, -1),
+        "Tensor.softmax": lambda t: t.softmax(-1),
+        "F.log_softmax": lambda t: torch.log_softmax(t, 0),
+        "F.binary_cross_entropy_with_logits": lambda t: torch.nn.functional.binary_cross_entropy_with_logits(
+            t, torch.tensor(1.0, dtype=t.dtype)
+        ),
+    }[name]
+    for dtype in (np.float32, np.float64):
+        x = mg.tensor(np.array(0.7, dtype), requires_grad=True)
+        xt = torch.tensor(np.array(0.7, dtype), requires_grad=True)
+        y, yt = ZERO_D[name][0](x), theirs(xt)
+        y.backward()
+        yt.backward()
+        assert y.shape == tuple(yt.shape) and x.grad.shape == tuple(xt.grad.shape) and y.dtype == dtype
+        np.testing.assert_allclose(host(y), yt.detach().numpy(), rtol=1e-6)
+        np.testing.assert_allclose(host(x.grad), xt.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------ one softmax op
+def _graph_ops(out: mg.Tensor) -> list[str]:
+    names, stack = [], [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and not isinstance(node, mg.Tensor):
+            names.append(type(node).__name__)
+            stack.extend(node.parents)
+    return names
+
+
+def test_every_spelling_of_softmax_builds_the_one_softmax_node(device):
+    """A student stepping into backward lands in the same code whichever spelling they use."""
+    x = on(device, np.random.default_rng(0).standard_normal((2, 3)))
+    for spelling in (
+        lambda t: softmax(t, -1),
+        lambda t: t.softmax(-1),
+        lambda t: mg.softmax(t, -1),
+        lambda t: mg.nn.Softmax(dim=-1)(t),
+    ):
+        assert _graph_ops(spelling(x)) == ["Softmax"]
+    for spelling in (lambda t: log_softmax(t, -1), lambda t: t.log_softmax(-1), lambda t: mg.nn.LogSoftmax(-1)(t)):
+        assert _graph_ops(spelling(x)) == ["LogSoftmax"]
+    np.testing.assert_array_equal(host(x.softmax(-1)), host(softmax(x, -1)))

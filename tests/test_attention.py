@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import minigen as mg
 from minigen.nn.attention import MultiheadAttention
 from minigen.nn.transformer import TransformerBlock
+from minigen.ops.attention import merge_heads, split_heads
 from minigen.ops.attention import scaled_dot_product_attention as sdpa
 from minigen.testing import arrays, to_device_like
 
@@ -344,3 +345,19 @@ def test_multihead_attention_sequence_first_matches_pytorch():
     out_t, weights_t = theirs(*(torch.tensor(x),) * 3)
     np.testing.assert_allclose(out.numpy(), out_t.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(weights.numpy(), weights_t.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------- heads split and merge
+@given(data=st.data(), heads=st.integers(1, 3))
+def test_split_and_merge_heads(device, data, heads):
+    """split_heads gives head j the features j·d_k … (j + 1)·d_k − 1; merge_heads undoes it."""
+    d_k = data.draw(st.integers(1, 3))
+    x = data.draw(arrays((2, 3, heads * d_k)))
+    split = split_heads(mg.Tensor(x, device=device, requires_grad=True), heads)
+    assert split.shape == (2, heads, 3, d_k)
+    for j in range(heads):
+        np.testing.assert_array_equal(split.detach().numpy()[:, j], x[:, :, j * d_k : (j + 1) * d_k])
+    np.testing.assert_array_equal(merge_heads(split).detach().numpy(), x)
+    mg.gradcheck(lambda t: merge_heads(split_heads(t, heads) * 2.0), mg.Tensor(x, device=device, requires_grad=True))
+    with pytest.raises(ValueError, match=r"split_heads: the width 5 .* not divisible by 2 heads"):
+        split_heads(mg.zeros(1, 2, 5), 2)

@@ -12,8 +12,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import minigen as mg
+from minigen.kernels import conv as conv_kernels
 from minigen.ops import conv as conv_module
-from minigen.ops.conv import conv2d, conv_output_size, conv_transpose2d
+from minigen.ops.conv import conv2d, conv2d_reference, conv_output_size, conv_transpose2d
 from minigen.testing import arrays
 
 
@@ -228,11 +229,11 @@ def test_batch_chunks_agree(device, monkeypatch):
     wt = rng.standard_normal((4, 3, 3, 3))
     g = rng.standard_normal((5, 6, 3, 6))
     gt = rng.standard_normal((5, 6, 11, 10))
-    monkeypatch.setattr(conv_module, "CPU_CHUNK_ELEMENTS", 900)  # 1 to 3 samples per chunk
+    monkeypatch.setattr(conv_kernels, "CPU_CHUNK_ELEMENTS", 900)  # 1 to 3 samples per chunk
     results = []
     for chunked in (True, False):
         if not chunked:
-            monkeypatch.setattr(conv_module, "CPU_CHUNK_ELEMENTS", 1 << 30)
+            monkeypatch.setattr(conv_kernels, "CPU_CHUNK_ELEMENTS", 1 << 30)
         xs, ws, wts = on(device, x), on(device, w), on(device, wt)
         y = conv2d(xs, ws, stride=(2, 1), padding=1, groups=2)
         y.backward(on(device, g, requires_grad=False))
@@ -259,7 +260,7 @@ def test_batch_chunks_agree(device, monkeypatch):
     ],
 )
 def test_phase_grid_in_chunks_matches_direct_loops(device, monkeypatch, kernel, stride, padding, dilation):
-    """conv2d and conv_transpose2d through the phase grid (``_grid_im2col``/``_grid_col2im``),
+    """conv2d and conv_transpose2d through the phase grid (``grid_im2col``/``grid_col2im`` in minigen/kernels/conv.py),
     one image per chunk and several per chunk, against the direct loops, with the same
     gradients either way."""
     rng = np.random.default_rng(5)
@@ -275,7 +276,7 @@ def test_phase_grid_in_chunks_matches_direct_loops(device, monkeypatch, kernel, 
     )
     results = []
     for budget in (1, 4000, 1 << 30):  # one image per chunk; a few (with a remainder); everything at once
-        monkeypatch.setattr(conv_module, "CPU_CHUNK_ELEMENTS", budget)
+        monkeypatch.setattr(conv_kernels, "CPU_CHUNK_ELEMENTS", budget)
         xs, ws = on(device, x), on(device, w)
         y = conv2d(xs, ws, stride=stride, padding=padding, dilation=dilation, groups=2)
         y.backward(on(device, g, requires_grad=False))
@@ -379,6 +380,79 @@ def test_gradient_penalty_double_backward(device):
     assert [r.name for r in result.inputs] == ["input 1", "input 2"]
 
 
+# ------------------------------------------------------- the readable reference
+LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)
+SLIDE_IMAGE = np.array(
+    [
+        [0, 0, 0, 0, 0, 0],
+        [0, 1, 2, 2, 1, 0],
+        [0, 2, 4, 4, 2, 0],
+        [0, 1, 3, 3, 1, 0],
+        [0, 1, 2, 3, 1, 0],
+        [0, 0, 1, 1, 0, 0],
+    ],
+    dtype=np.float64,
+)
+
+
+@pytest.mark.parametrize(
+    "padding, expected",
+    [
+        (0, [[0, -1, -1, 0], [-2, -5, -5, -2], [2, -2, -1, 2], [-1, 0, -5, 0]]),  # the slide prints 3 at (3, 4)
+        (
+            1,
+            [
+                [0, 1, 2, 2, 1, 0],
+                [1, 0, -1, -1, 0, 1],
+                [2, -2, -5, -5, -2, 2],
+                [1, 2, -2, -1, 2, 1],
+                [1, -1, 0, -5, 0, 1],
+                [0, 2, -1, 0, 2, 0],
+            ],
+        ),
+    ],
+)
+def test_reference_and_conv2d_on_the_slides_example(device, padding, expected):
+    """The slide's 6×6 image and 3×3 Laplacian: the reference's docstring example."""
+    x = on(device, SLIDE_IMAGE[None, None], requires_grad=False)
+    w = on(device, LAPLACIAN[None, None], requires_grad=False)
+    np.testing.assert_array_equal(host(conv2d_reference(x, w, padding=padding))[0, 0], expected)
+    np.testing.assert_array_equal(host(conv2d(x, w, padding=padding))[0, 0], expected)
+
+
+@given(data=st.data(), cfg=conv_configs())
+def test_reference_matches_conv2d_values_and_gradients(device, data, cfg):
+    """conv2d (im2col, one big product) and conv2d_reference (one product per kernel
+    offset, in minigen ops) compute the same convolution, forward and backward."""
+    assume(cfg.groups == 1)
+    x, w, b = conv_arrays(data.draw, cfg)
+    geometry = dict(stride=cfg.stride, padding=cfg.padding, dilation=cfg.dilation)
+    fast = [on(device, a) for a in (x, w, b) if a is not None]
+    slow = [on(device, a) for a in (x, w, b) if a is not None]
+    y, y_ref = conv2d(*fast, **geometry), conv2d_reference(*slow, **geometry)
+    np.testing.assert_allclose(host(y), host(y_ref), rtol=1e-10, atol=1e-10)
+    g = np.random.default_rng(3).standard_normal(y.shape)
+    y.backward(on(device, g, requires_grad=False))
+    y_ref.backward(on(device, g, requires_grad=False))
+    for a, r in zip(fast, slow):
+        np.testing.assert_allclose(host(a.grad), host(r.grad), rtol=1e-10, atol=1e-10)
+
+
+# ------------------------------------------------------------------ empty batches
+@pytest.mark.parametrize("transpose", [False, True])
+def test_backward_on_an_empty_batch(device, transpose):
+    """No samples: the outputs are empty and ∂L/∂W, a sum over no samples, is zero (as PyTorch)."""
+    x = on(device, np.zeros((0, 3, 5, 5)))
+    w = on(device, np.random.default_rng(0).standard_normal((3, 4, 3, 3) if transpose else (4, 3, 3, 3)))
+    b = on(device, np.zeros(4))
+    y = conv_transpose2d(x, w, b, stride=2) if transpose else conv2d(x, w, b, padding=1)
+    assert y.shape == ((0, 4, 11, 11) if transpose else (0, 4, 5, 5))
+    y.sum().backward()
+    assert x.grad.shape == (0, 3, 5, 5)
+    np.testing.assert_array_equal(host(w.grad), np.zeros(w.shape))
+    np.testing.assert_array_equal(host(b.grad), np.zeros(4))
+
+
 # ------------------------------------------------------------------------- errors
 def test_errors_name_the_problem(device):
     x = on(device, np.zeros((1, 3, 5, 5)))
@@ -412,6 +486,8 @@ def test_errors_name_the_problem(device):
         conv_transpose2d(x, on(device, np.zeros((2, 2, 3, 3))))
     with pytest.raises(ValueError, match="output size"):
         conv_transpose2d(on(device, np.zeros((1, 3, 1, 1))), wt, padding=2)
+    with pytest.raises(ValueError, match=r"kernel size must be positive.*\(4, 3, 0, 0\)"):
+        conv2d(x, on(device, np.zeros((4, 3, 0, 0))))
 
 
 def test_device_mismatch_is_reported():

@@ -138,3 +138,70 @@ def test_check_forward_can_be_switched_off():
     with np.errstate(invalid="ignore"), detect_anomaly(check_forward=False):
         y = x.log()
     assert np.isnan(y.detach().numpy()).all()
+
+
+# --------------------------------------------------------- overflow hidden by the output
+class HalfStandardize(mg.Function):
+    """A hand-written standardisation that keeps float16 throughout: (x − μ)² overflows to
+    ∞ for |x − μ| > 256, and (x − μ)/√∞ = 0 then hides it in a finite output."""
+
+    def forward(self, x):
+        centred = x.data - x.data.mean()
+        return centred / np.sqrt((centred * centred).mean() + 1e-5)
+
+    def backward(self, grad):
+        return grad
+
+
+HALF = [[300.0, -300.0, 0.0, 1.0]]
+
+
+def test_anomaly_flags_an_overflow_that_the_output_hides():
+    x = mg.tensor(HALF, dtype="float16", requires_grad=True)
+    with np.errstate(over="ignore"):
+        assert np.all(HalfStandardize.apply(x).detach().numpy() == 0)  # silent without detect_anomaly
+    with detect_anomaly(), pytest.raises(RuntimeError) as error:
+        HalfStandardize.apply(x)
+    message = str(error.value)
+    assert "HalfStandardize (forward)" in message and "overflow" in message and "float16" in message
+    assert "called at" in message and "HalfStandardize.apply(x)" in message
+
+
+def test_anomaly_flags_an_overflow_inside_a_raw_array_backward():
+    class HalfNormalizedGradient(mg.Function):
+        def forward(self, x):
+            self.saved = x
+            return x.data.copy()
+
+        def backward(self, grad):
+            d = self.saved.data
+            return mg.Tensor(d / np.sqrt((d * d).sum()))  # Σ d² overflows float16: every gradient 0
+
+    x = mg.tensor(HALF, dtype="float16", requires_grad=True)
+    with detect_anomaly():
+        y = HalfNormalizedGradient.apply(x).sum()
+        with pytest.raises(RuntimeError, match=r"HalfNormalizedGradient \(backward\) hit a floating-point overflow"):
+            y.backward()
+
+
+def test_float16_layer_norm_runs_clean_under_detect_anomaly():
+    """minigen's own normalisation computes half inputs in float32: nothing overflows."""
+    x = mg.tensor(HALF, dtype="float16", requires_grad=True)
+    with detect_anomaly():
+        y = mg.nn.functional.layer_norm(x, 4)
+        (y * mg.tensor([[1.0, 2.0, 3.0, 4.0]], dtype="float16")).sum().backward()
+    np.testing.assert_allclose(y.detach().numpy().astype(np.float32), [[1.413, -1.415, -0.00118, 0.00354]], atol=2e-3)
+    assert np.all(np.isfinite(x.grad.numpy()))
+
+
+def test_an_overflow_outside_any_op_is_not_blamed_on_the_next_op():
+    x = mg.tensor([1.0, 2.0], requires_grad=True)
+    with detect_anomaly():
+        with np.errstate(over="ignore"):
+            np.float16(300) * np.float16(300)  # the user's own NumPy code
+        with pytest.warns(RuntimeWarning, match="overflow"):  # NumPy's usual warning, outside the ops
+            huge = np.float32(3e38) * np.float32(10)
+        y = (x * 2.0).sum()
+        y.backward()
+    assert np.isinf(huge)
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0])

@@ -375,3 +375,29 @@ def test_loss_modules_match_functional():
     assert nn.BCEWithLogitsLoss()(x, y).item() == F.binary_cross_entropy_with_logits(x, y).item()
     assert nn.MSELoss(reduction="sum")(x, y).item() == F.mse_loss(x, y, reduction="sum").item()
     assert nn.L1Loss()(x, y).item() == F.l1_loss(x, y).item()
+
+
+def test_zero_sized_layers_as_pytorch(device: str) -> None:
+    """nn.Linear(0, 3) is a valid layer (no inputs: y = b, and b starts at 0 since its bound
+    1/√fan_in has fan_in 0), as in PyTorch; a convolution kernel with no taps is refused."""
+    layer = nn.Linear(0, 3).to(device)
+    assert layer.weight.shape == (3, 0)
+    np.testing.assert_array_equal(layer.bias.detach().numpy(), np.zeros(3))
+    y = layer(mg.zeros(2, 0, device=device))
+    np.testing.assert_array_equal(y.detach().numpy(), np.zeros((2, 3)))
+    y.sum().backward()
+    np.testing.assert_array_equal(layer.bias.grad.numpy(), np.full(3, 2.0))
+    assert layer.weight.grad.shape == (3, 0)
+    with pytest.raises(ValueError, match=r"Conv2d: kernel_size must be positive, got \(0, 0\)"):
+        nn.Conv2d(3, 4, 0)
+    with pytest.raises(ValueError, match=r"ConvTranspose2d: kernel_size must be positive, got \(3, 0\)"):
+        nn.ConvTranspose2d(3, 4, (3, 0))
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # PyTorch's own note on its init
+def test_zero_sized_linear_matches_pytorch() -> None:
+    torch = pytest.importorskip("torch")
+    ours, theirs = nn.Linear(0, 3), torch.nn.Linear(0, 3)
+    np.testing.assert_array_equal(ours.bias.detach().numpy(), theirs.bias.detach().numpy())
+    x = np.zeros((4, 0), dtype=np.float32)
+    np.testing.assert_array_equal(ours(mg.tensor(x)).detach().numpy(), theirs(torch.tensor(x)).detach().numpy())

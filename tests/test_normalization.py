@@ -233,3 +233,54 @@ def test_batch_norm_against_pytorch(shape):
         for ours, theirs in ((x, xt), (w, wt), (b, bt)):
             np.testing.assert_allclose(host(ours.grad), theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
         a = a * 0.5 + 1.0  # a different batch for the next step
+
+
+# ------------------------------------------------------------------------- float16
+HALF = np.array([300.0, -300.0, 0.0, 1.0])  # (x − μ)² = 90 000 > 65 504, float16's largest value
+
+
+@pytest.mark.parametrize("kind", ["layer", "group", "batch"])
+def test_float16_statistics_are_computed_in_float32(device, kind):
+    """Half inputs: normalised in float32 and rounded back, as PyTorch does (the float16
+    variance would overflow, and 1/√∞ = 0 would make every output 0)."""
+    x64 = np.tile(HALF, 4).reshape(2, 2, 4) if kind != "layer" else np.tile(HALF, 2).reshape(2, 4)
+    x = on(device, x64.astype(np.float16), requires_grad=True)
+    params = [on(device, np.full(2 if kind != "layer" else 4, 1.5, np.float16), True) for _ in range(2)]
+    if kind == "layer":
+        y, axes = layer_norm(x, 4, *params), (-1,)
+        expected = np_standardize(x64, axes, 1e-5) * 1.5 + 1.5
+    elif kind == "group":
+        y = group_norm(x, 1, *params)
+        expected = np_standardize(x64, (1, 2), 1e-5) * 1.5 + 1.5
+    else:
+        y = batch_norm(x, None, None, *params, training=True)
+        expected = np_standardize(x64, (0, 2), 1e-5) * 1.5 + 1.5
+    assert y.dtype == np.float16
+    np.testing.assert_allclose(host(y).astype(np.float64), expected, rtol=2e-3, atol=2e-3)
+    g = np.random.default_rng(0).standard_normal(y.shape).astype(np.float16)
+    y.backward(on(device, g))
+    assert x.grad.dtype == np.float16 and params[0].grad.dtype == np.float16
+    assert np.all(np.isfinite(host(x.grad))) and np.abs(host(x.grad)).max() > 0
+
+
+@pytest.mark.torch
+def test_float16_layer_norm_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    x = np.array([[300.0, -300.0, 0.0, 1.0], [5.0, 6.0, -7.0, 8.0]], dtype=np.float16)
+    g = np.random.default_rng(1).standard_normal(x.shape).astype(np.float16)
+    ours = on("cpu", x, True)
+    theirs = torch.tensor(x, requires_grad=True)
+    y, ty = layer_norm(ours, 4), torch.nn.functional.layer_norm(theirs, (4,))
+    np.testing.assert_allclose(host(y).astype(np.float32), ty.detach().numpy().astype(np.float32), atol=2e-3)
+    y.backward(on("cpu", g))
+    ty.backward(torch.tensor(g))
+    np.testing.assert_allclose(host(ours.grad).astype(np.float32), theirs.grad.numpy().astype(np.float32), atol=3e-3)
+
+
+def test_float16_running_statistics(device):
+    x = on(device, np.array([[100.0, -100.0, 0.0, 1.0], [-100.0, 100.0, 2.0, 3.0]], np.float16))
+    mean, var = on(device, np.zeros(4, np.float16)), on(device, np.ones(4, np.float16))
+    batch_norm(x, mean, var, training=True, momentum=0.5)
+    assert mean.dtype == var.dtype == np.float16
+    np.testing.assert_allclose(host(mean).astype(np.float64), [0.0, 0.0, 0.5, 1.0])
+    np.testing.assert_allclose(host(var).astype(np.float64), [10000.5, 10000.5, 1.5, 1.5], rtol=1e-3)

@@ -212,6 +212,51 @@ def test_unbatched_input(device):
     np.testing.assert_allclose(host(avg_pool2d(on(device, x), 2)), x.reshape(2, 2, 2, 2, 2).mean(axis=(2, 4)))
 
 
+# A dilated window wider than the padded input: floor mode has no window, ceil mode (as
+# PyTorch) one, whose real elements are those that fall inside the input.
+WIDER_THAN_INPUT = [
+    Pool((1, 2, 4, 4), (3, 3), (2, 2), (1, 1), (3, 3), ceil_mode=True),
+    Pool((2, 1, 3, 5), (3, 3), (3, 2), (1, 1), (3, 3), ceil_mode=True),
+]
+
+
+@pytest.mark.parametrize("pool", WIDER_THAN_INPUT)
+def test_ceil_mode_window_wider_than_the_padded_input(device, pool):
+    x = np.random.default_rng(0).standard_normal(pool.shape)
+    y = run_max(pool, on(device, x))
+    assert y.shape[2:] == (1, 1)
+    expected, _ = reference_max(x, pool)
+    np.testing.assert_array_equal(host(y), expected)
+    x_t = on(device, x)
+    run_max(pool, x_t).sum().backward()
+    np.testing.assert_array_equal(host(x_t.grad).sum(axis=(2, 3)), np.ones(pool.shape[:2]))  # one winner each
+    with pytest.raises(ValueError, match="output would be empty"):
+        max_pool2d(on(device, x), pool.kernel, pool.stride, pool.padding, pool.dilation, ceil_mode=False)
+
+
+def test_a_window_wholly_in_the_padding_gives_minus_infinity_and_no_gradient(device):
+    """Every tap of the one (ceil-mode) window reads padding: −∞, and nothing to route the
+    gradient to. (PyTorch also returns −∞ here, with an index outside the channel.)"""
+    x = on(device, np.ones((1, 1, 3, 5)))
+    y = max_pool2d(x, (2, 3), (3, 2), (1, 1), (4, 3), ceil_mode=True)
+    assert np.all(host(y)[:, :, 0, 0] == -np.inf)
+    y.backward(on(device, np.ones(y.shape), requires_grad=False))
+    np.testing.assert_array_equal(host(x.grad), np.zeros((1, 1, 3, 5)))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("pool", WIDER_THAN_INPUT)
+def test_ceil_mode_window_wider_than_the_padded_input_matches_torch(device, pool):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).standard_normal(pool.shape)
+    _torch_compare(
+        lambda t: run_max(pool, t),
+        lambda t: torch.nn.functional.max_pool2d(t, pool.kernel, pool.stride, pool.padding, pool.dilation, True),
+        x,
+        device,
+    )
+
+
 # ------------------------------------------------------------------------ errors
 def test_errors(device):
     x = on(device, np.zeros((1, 1, 4, 4)))

@@ -32,6 +32,7 @@ from typing import Any
 import minigen as mg
 import minigen.nn as nn
 import minigen.nn.functional as F
+from minigen.ops.reduction import reduced_count
 from minigen.optim import EMA
 from minigen.tensor import Tensor
 from minigen.utils.training_log import TrainingLog  # noqa: F401  (part of this module's API)
@@ -303,13 +304,6 @@ def _mlp(sizes: Sequence[int], activation: Callable[[], nn.Module]) -> nn.Sequen
     return nn.Sequential(*layers)
 
 
-def _numel(shape: Sequence[int]) -> int:
-    total = 1
-    for s in shape:
-        total *= int(s)
-    return total
-
-
 class MLPGenerator(nn.Module):
     """G_θ(z): an MLP from noise z ∈ ℝ^latent_dim to a sample of ``data_shape``.
 
@@ -330,7 +324,7 @@ class MLPGenerator(nn.Module):
         self.latent_dim = latent_dim
         self.data_shape = (data_shape,) if isinstance(data_shape, int) else tuple(data_shape)
         self.output = output
-        self.net = _mlp([latent_dim, *hidden, _numel(self.data_shape)], nn.ReLU)
+        self.net = _mlp([latent_dim, *hidden, reduced_count(self.data_shape, None)], nn.ReLU)
 
     def forward(self, z: Tensor) -> Tensor:
         x = self.net(z).reshape((z.shape[0], *self.data_shape))
@@ -347,7 +341,7 @@ class MLPDiscriminator(nn.Module):
     def __init__(self, data_shape: int | Sequence[int], hidden: Sequence[int] = (128, 128)) -> None:
         super().__init__()
         self.data_shape = (data_shape,) if isinstance(data_shape, int) else tuple(data_shape)
-        self.net = _mlp([_numel(self.data_shape), *hidden, 1], lambda: nn.LeakyReLU(0.2))
+        self.net = _mlp([reduced_count(self.data_shape, None), *hidden, 1], lambda: nn.LeakyReLU(0.2))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.reshape(x.shape[0], -1)).reshape(x.shape[0])

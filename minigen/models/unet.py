@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import minigen as mg
 import minigen.nn as nn
 import minigen.nn.functional as F
+from minigen.ops.attention import merge_heads, split_heads
 from minigen.tensor import Tensor
 
 
@@ -141,11 +142,10 @@ class SelfAttention2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        heads, d = self.num_heads, c // self.num_heads
         tokens = self.norm(x).reshape(b, c, h * w).transpose(1, 2)  # (B, HW, C)
-        q, k, v = self.qkv(tokens).reshape(b, h * w, 3, heads, d).permute(2, 0, 3, 1, 4)  # each (B, heads, HW, d)
-        attended = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d)
-        merged = attended.transpose(1, 2).reshape(b, h * w, c)
+        q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(tokens).split(c, dim=-1))  # (B, heads, HW, C/heads)
+        attended = F.scaled_dot_product_attention(q, k, v)
+        merged = merge_heads(attended)  # (B, HW, C)
         return x + self.proj(merged).transpose(1, 2).reshape(b, c, h, w)
 
 

@@ -23,7 +23,7 @@ from minigen.nn import functional as F
 from minigen.nn import init
 from minigen.nn.linear import Linear
 from minigen.nn.module import Module, Parameter
-from minigen.ops.attention import scaled_dot_product_attention
+from minigen.ops.attention import merge_heads, scaled_dot_product_attention, split_heads
 from minigen.ops.rope import apply_rope, rope_cos_sin
 from minigen.tensor import Tensor
 
@@ -112,11 +112,6 @@ class MultiheadAttention(Module):
             return w[:E], w[E : 2 * E], w[2 * E :]
         return self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
 
-    def _split_heads(self, x: Tensor) -> Tensor:
-        """(B, T, E) -> (B, h, T, d_k): each head sees its own slice of the features."""
-        B, T, _ = x.shape
-        return x.reshape(B, T, self.num_heads, self.head_dim).transpose(1, 2)
-
     def _sdpa_mask(self, key_padding_mask: Any, attn_mask: Any, B: int, t_q: int, t_k: int, dtype: Any) -> Any:
         """Combine PyTorch's MHA masks into one mask for sdpa (bool: True = may attend; or additive)."""
         masks = []
@@ -181,7 +176,7 @@ class MultiheadAttention(Module):
         v = F.linear(value, w_v, b_v)
 
         # 2. Split into heads: (B, T, E) -> (B, h, T, d_k).
-        q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
+        q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
 
         # 3. Attention in every head at once: softmax(Q Kᵀ/√d_k + M) V.
         mask = self._sdpa_mask(key_padding_mask, attn_mask, B, t_q, t_k, q.dtype)
@@ -196,7 +191,7 @@ class MultiheadAttention(Module):
         )
 
         # 4. Merge the heads back, (B, h, T_q, d_k) -> (B, T_q, E), and mix them with W^O.
-        out = self.out_proj(heads.transpose(1, 2).reshape(B, t_q, self.embed_dim))
+        out = self.out_proj(merge_heads(heads))
         if not self.batch_first:
             out = out.transpose(0, 1)
         if not need_weights:

@@ -8,21 +8,26 @@ from minigen import creation
 from minigen.nn import functional as F
 from minigen.nn import init
 from minigen.nn.module import Module, Parameter
+from minigen.ops.geometry import int_pair
 from minigen.tensor import Tensor
 
 IntOrPair = int | tuple[int, int]
 
 
-def _pair(value: IntOrPair) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 def _check_groups(layer: str, in_channels: int, out_channels: int, groups: int) -> None:
-    if groups < 1 or in_channels % groups or out_channels % groups:
+    if not isinstance(groups, int) or groups < 1 or in_channels % groups or out_channels % groups:
         raise ValueError(
             f"{layer}: in_channels ({in_channels}) and out_channels ({out_channels}) must both be divisible "
             f"by groups ({groups})"
         )
+
+
+def _kernel_size(layer: str, kernel_size: IntOrPair) -> tuple[int, int]:
+    """(k_H, k_W), both positive: a kernel with no taps has nothing to compute."""
+    size = int_pair(kernel_size, "kernel_size", layer)
+    if min(size) < 1:
+        raise ValueError(f"{layer}: kernel_size must be positive, got {size}")
+    return size
 
 
 class Conv2d(Module):
@@ -52,10 +57,10 @@ class Conv2d(Module):
         _check_groups("Conv2d", in_channels, out_channels, groups)
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.padding = padding if isinstance(padding, str) else _pair(padding)  # or "same" / "valid"
-        self.dilation = _pair(dilation)
+        self.kernel_size = _kernel_size("Conv2d", kernel_size)
+        self.stride = int_pair(stride, "stride", "Conv2d")
+        self.padding = padding if isinstance(padding, str) else int_pair(padding, "padding", "Conv2d")  # or "same"
+        self.dilation = int_pair(dilation, "dilation", "Conv2d")
         self.groups = groups
         self.weight = Parameter(creation.empty(out_channels, in_channels // groups, *self.kernel_size))
         if bias:
@@ -102,12 +107,12 @@ class ConvTranspose2d(Module):
         _check_groups("ConvTranspose2d", in_channels, out_channels, groups)
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride = _pair(stride)
-        self.padding = _pair(padding)
-        self.output_padding = _pair(output_padding)
+        self.kernel_size = _kernel_size("ConvTranspose2d", kernel_size)
+        self.stride = int_pair(stride, "stride", "ConvTranspose2d")
+        self.padding = int_pair(padding, "padding", "ConvTranspose2d")
+        self.output_padding = int_pair(output_padding, "output_padding", "ConvTranspose2d")
         self.groups = groups
-        self.dilation = _pair(dilation)
+        self.dilation = int_pair(dilation, "dilation", "ConvTranspose2d")
         self.weight = Parameter(creation.empty(in_channels, out_channels // groups, *self.kernel_size))
         if bias:
             self.bias = Parameter(creation.empty(out_channels))

@@ -129,12 +129,16 @@ def kaiming_uniform_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in", nonli
     With PyTorch's layer default ``a=√5`` the gain is √(2/(1+5)) = √(1/3), so
     b = 1/√fan_in.
     """
+    if tensor.numel() == 0:  # nothing to fill, and fan 0 would divide by zero (PyTorch: a no-op too)
+        return tensor
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(tensor, mode))
     return uniform_(tensor, -bound, bound)
 
 
 def kaiming_normal_(tensor: Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu") -> Tensor:
     """He: N(0, σ²) with σ = gain / √fan (σ = √(2/fan_in) for ReLU)."""
+    if tensor.numel() == 0:  # nothing to fill, and fan 0 would divide by zero (PyTorch: a no-op too)
+        return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
     return normal_(tensor, 0.0, std)
 

@@ -24,7 +24,7 @@ from minigen.nn.dropout import Dropout
 from minigen.nn.linear import Linear
 from minigen.nn.module import Module
 from minigen.nn.normalization import LayerNorm
-from minigen.ops.attention import scaled_dot_product_attention
+from minigen.ops.attention import merge_heads, scaled_dot_product_attention, split_heads
 from minigen.tensor import Tensor
 
 
@@ -72,16 +72,13 @@ class TransformerBlock(Module):
         self, x: Tensor, attn_mask: Any = None, return_attention: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Multi-head self-attention of x (B, T, d) -> (B, T, d) (and the weights (B, h, T, T))."""
-        B, T, d = x.shape
-        h, d_k = self.n_heads, self.head_dim
+        d = x.shape[-1]
 
         # Project: q, k, v = x W^Qᵀ, x W^Kᵀ, x W^Vᵀ  (one matmul for all three).
         q, k, v = self.qkv(x).split(d, dim=-1)
 
         # Split heads: (B, T, d) -> (B, h, T, d_k), so every head attends independently.
-        q = q.reshape(B, T, h, d_k).transpose(1, 2)
-        k = k.reshape(B, T, h, d_k).transpose(1, 2)
-        v = v.reshape(B, T, h, d_k).transpose(1, 2)
+        q, k, v = (split_heads(t, self.n_heads) for t in (q, k, v))
 
         # RoPE: rotate q and k by their positions; the scores then depend on m − n only.
         if self.rotary is not None:
@@ -99,7 +96,7 @@ class TransformerBlock(Module):
         )
 
         # Merge heads: (B, h, T, d_k) -> (B, T, d), then mix them with W^O.
-        out = self.proj(out.transpose(1, 2).reshape(B, T, d))
+        out = self.proj(merge_heads(out))
         return (out, weights) if return_attention else out
 
     def mlp(self, x: Tensor) -> Tensor:

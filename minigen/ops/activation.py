@@ -1,12 +1,11 @@
 """Activation functions and the softmax family, with PyTorch's names (``F.gelu``, ...).
 
 Elementwise activations y = f(x) have the backward ∂L/∂x = g ⊙ f'(x). The ones that
-matter for speed (gelu, softmax, log_softmax) are fused ``Function``s: the forward
-works on raw arrays in place, and the backward uses arrays saved by the forward. Every
-backward is still written in minigen ops, so ``create_graph=True`` works: where a saved
-array would be a constant (and so wrong for a second derivative), the backward
-recomputes that quantity with differentiable ops when the graph is being recorded
-(``is_grad_enabled()`` is True only under ``create_graph=True``).
+matter for speed (gelu, softmax, log_softmax) are ``Function``s of their own: the
+forward works on raw arrays in place. Each backward is the formula in minigen ops, so
+``create_graph=True`` works; softmax and GELU also have a raw-array version of the same
+formula (``minigen/kernels/activation.py``), reached through one line at the top of
+their backward and taken when no graph is being recorded (``kernels.fast_path()``).
 
 The exact GELU needs the normal CDF Φ, that is erf, which NumPy does not have. It is
 built here from array operations only, so the same code runs on NumPy and CuPy:
@@ -23,10 +22,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from minigen import backend, fused
-from minigen.autograd import Function, is_grad_enabled
+from minigen import backend, fused, kernels
+from minigen.autograd import Function
 from minigen.ops.elementwise import where
-from minigen.ops.normalization import sum_of_products
 from minigen.ops.reduction import normalize_dims
 from minigen.tensor import Tensor
 
@@ -198,14 +196,9 @@ class Gelu(Function):
 
     def backward(self, grad: Tensor):
         x, cdf, pdf = self.saved
-        if is_grad_enabled():  # create_graph: Φ and φ must be differentiable functions of x
-            return grad * (NormalCDF.apply(x) + x * _pdf(x))
-        if cdf is None:  # the forward ran the fused kernel, so does the backward; below is its reference
-            return Tensor(fused.gelu_backward(x.data, grad.data))
-        slope = x.data * pdf
-        slope += cdf
-        slope *= grad.data
-        return Tensor(slope)
+        if kernels.fast_path():  # the same formula from the saved Φ and φ, in place (kernels/activation.py)
+            return Tensor(kernels.gelu_backward(x.data, cdf, pdf, grad.data))
+        return grad * (NormalCDF.apply(x) + x * _pdf(x))
 
 
 _TANH_C = math.sqrt(2.0 / math.pi)
@@ -233,25 +226,18 @@ class GeluTanh(Function):
 
     def backward(self, grad: Tensor):
         x, t = self.saved
-        if is_grad_enabled():  # create_graph: T must be a differentiable function of x
-            tanh_u = (x * (_TANH_C + (_TANH_A * _TANH_C) * (x * x))).tanh()
-            du = _TANH_C + (3.0 * _TANH_A * _TANH_C) * (x * x)
-            return grad * (0.5 * (1.0 + tanh_u) + (0.5 * x) * (1.0 - tanh_u * tanh_u) * du)
-        xd = x.data
-        slope = xd * xd  # ½x·c(1 + 3a x²)·(1 − T²) + ½T + ½, in place
-        slope *= 3.0 * _TANH_A * _TANH_C
-        slope += _TANH_C
-        slope *= xd
-        slope *= 0.5
-        slope *= 1.0 - t * t
-        slope += 0.5 * t
-        slope += 0.5
-        slope *= grad.data
-        return Tensor(slope)
+        if kernels.fast_path():  # the same formula from the saved T, in place (kernels/activation.py)
+            return Tensor(kernels.gelu_tanh_backward(x.data, t, grad.data))
+        tanh_u = (x * (_TANH_C + (_TANH_A * _TANH_C) * (x * x))).tanh()
+        du = _TANH_C + (3.0 * _TANH_A * _TANH_C) * (x * x)
+        return grad * (0.5 * (1.0 + tanh_u) + (0.5 * x) * (1.0 - tanh_u * tanh_u) * du)
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     """GELU(x) = x·Φ(x), Φ the standard normal CDF; ``approximate="tanh"`` uses the tanh form."""
+    if isinstance(input, Tensor) and input.ndim == 0:
+        # As a 1-element tensor: NumPy returns a 0-d result as a scalar, which the in-place forwards cannot fill.
+        return gelu(input.reshape(1), approximate).reshape(())
     if approximate == "none":
         return Gelu.apply(input)
     if approximate == "tanh":
@@ -350,16 +336,11 @@ class Softmax(Function):
         return e
 
     def backward(self, grad: Tensor):
+        if kernels.fast_path():  # the same formula on the saved s, in place (kernels/activation.py)
+            return Tensor(kernels.softmax_backward(self.saved, grad.data, self.dims))
         s = self.output_tensor(self.saved)
-        if is_grad_enabled():  # create_graph: in minigen ops, so that s stays a function of x
-            gs = grad * s
-            return gs - s * gs.sum(dim=self.dims, keepdim=True)
-        if fused.applies(s.data, grad.data):  # opt-in CUDA kernels (minigen/fused.py); below is their reference
-            return Tensor(fused.softmax_backward(s.data, grad.data, self.dims))
-        # The same formula as s ⊙ (g − Σⱼ gⱼsⱼ), in place on raw arrays: three passes, one new array.
-        dx = grad.data - sum_of_products(grad.data, s.data, self.dims)
-        dx *= s.data
-        return Tensor(dx)
+        gs = grad * s
+        return gs - s * gs.sum(dim=self.dims, keepdim=True)
 
 
 class LogSoftmax(Function):
@@ -382,9 +363,15 @@ class LogSoftmax(Function):
 
 
 def softmax(input: Tensor, dim: int | None = None, dtype: Any = None) -> Tensor:
-    """softmax(x)ᵢ = e^(xᵢ) / Σⱼ e^(xⱼ) along ``dim``; finite for any finite logits."""
+    """softmax(x)ᵢ = e^(xᵢ) / Σⱼ e^(xⱼ) along ``dim``; finite for any finite logits.
+
+    ``F.softmax``, ``x.softmax(dim)`` and ``mg.softmax`` all build this one ``Softmax`` node.
+    """
     x = input if dtype is None else input.to(dtype)
-    return Softmax.apply(x, dims=_softmax_dim(x, dim, "softmax"))
+    dims = _softmax_dim(x, dim, "softmax")
+    if x.ndim == 0:  # a softmax over one element: 1, with gradient 0, as in PyTorch (computed as a 1-element tensor)
+        return Softmax.apply(x.reshape(1), dims=(0,)).reshape(())
+    return Softmax.apply(x, dims=dims)
 
 
 def log_softmax(input: Tensor, dim: int | None = None, dtype: Any = None) -> Tensor:

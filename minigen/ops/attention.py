@@ -62,6 +62,24 @@ def additive_mask(attn_mask: Any, is_causal: bool, t_q: int, t_k: int, dtype: An
     return bias
 
 
+def split_heads(x: Tensor, num_heads: int) -> Tensor:
+    """(B, T, E) -> (B, h, T, E/h): head j gets features j·d_k … (j + 1)·d_k − 1, d_k = E/h.
+
+    Multi-head attention runs h attentions side by side on these slices; stacking them
+    on a head axis lets one batched matmul compute all of them at once.
+    """
+    batch, length, width = x.shape
+    if width % num_heads:
+        raise ValueError(f"split_heads: the width {width} of x {tuple(x.shape)} is not divisible by {num_heads} heads")
+    return x.reshape(batch, length, num_heads, width // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(B, h, T, d_k) -> (B, T, h·d_k): Concat(head_1, …, head_h), the inverse of ``split_heads``."""
+    batch, heads, length, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * head_dim)
+
+
 def scaled_dot_product_attention(
     query: Tensor,
     key: Tensor,

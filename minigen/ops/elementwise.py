@@ -104,9 +104,10 @@ class Sigmoid(Function):
 
     def forward(self, x: Tensor):
         xp = x.xp
-        y = xp.minimum(x.data, 0)
+        # out=: NumPy would return a 0-d result as a scalar, which the in-place steps cannot write into
+        y = xp.minimum(x.data, 0, out=xp.empty_like(x.data))
         xp.exp(y, out=y)  # the numerator, e^min(x, 0)
-        denominator = xp.abs(x.data)
+        denominator = xp.abs(x.data, out=xp.empty_like(x.data))
         xp.negative(denominator, out=denominator)
         xp.exp(denominator, out=denominator)
         denominator += 1.0

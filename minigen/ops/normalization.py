@@ -16,6 +16,10 @@ backward is what the chain rule through μ and σ simplifies to: with g_γ = g �
 
     ∂L/∂x = (1/σ) (g_γ − mean(g_γ) − x̂ ⊙ mean(g_γ ⊙ x̂))     (means over the normalised axes),
     ∂L/∂γ = Σ g ⊙ x̂,   ∂L/∂β = Σ g                           (sums over the other axes).
+
+float16 inputs are normalised in float32 and the result rounded back, as PyTorch does:
+the variance of half-precision values overflows (float16 ends at 65504) as soon as
+|x − μ| passes 256, and 1/√∞ would turn every output into 0.
 """
 
 from __future__ import annotations
@@ -23,8 +27,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from minigen import backend, fused
-from minigen.autograd import Function, is_grad_enabled, no_grad
+import numpy as np
+
+from minigen import fused, kernels
+from minigen.autograd import Function, no_grad
+from minigen.kernels.normalization import sum_of_products
+from minigen.ops.reduction import reduced_count
 from minigen.tensor import Tensor
 
 
@@ -36,12 +44,12 @@ class Normalize(Function):
     passed in when the caller has computed them already (batch norm needs them for its
     running statistics).
 
-    The backward has two versions of the same formula. While a graph is being recorded
-    (``create_graph=True``) it is written in minigen ops, with x̂ and 1/σ recomputed from
-    x so that they are differentiable too. Otherwise, and that is the common case, it
-    runs on the saved arrays, in place, which is about twice as fast. On CUDA, with
-    ``minigen.fused`` switched on, the forward and that second backward run as fused
-    kernels instead, and the array code here is their reference.
+    The backward is the formula in minigen ops, with x̂ and 1/σ recomputed from x so that
+    they are differentiable too (``create_graph=True``). When no graph is being recorded,
+    the common case, one line hands over to the same formula on the arrays the forward
+    saved, in place, which is about twice as fast (``kernels/normalization.py``). On CUDA,
+    with ``minigen.fused`` switched on, the forward and that fast backward run as fused
+    kernels instead, and the array code is their reference.
     """
 
     __slots__ = ("dims", "eps", "param_shape", "affine")
@@ -63,7 +71,7 @@ class Normalize(Function):
         self.dims, self.eps, self.param_shape, self.affine = dims, eps, param_shape, affine
         stats = tuple(a for a in (mean, var) if a is not None)
         if fused.applies(x.data, *(p.data for p in params), *stats):  # opt-in CUDA kernels; below: the reference
-            weight, bias = self._weight_bias(params)
+            weight, bias = self.weight_bias(params)
             xhat, y, rstd = fused.normalize_forward(
                 x.data,
                 dims,
@@ -79,11 +87,11 @@ class Normalize(Function):
             mean = x.data.mean(axis=dims, keepdims=True)
         xhat = x.data - mean
         if var is None:  # Var = mean((x − μ)²): two passes, no cancellation as in E[x²] − μ²
-            var = sum_of_products(xhat, xhat, dims) / _count(x.shape, dims)
+            var = sum_of_products(xhat, xhat, dims) / reduced_count(x.shape, dims)
         rstd = 1.0 / xp.sqrt(var + eps)
         xhat *= rstd
         self.saved = (x, params, xhat, rstd)
-        weight, bias = self._weight_bias(params)
+        weight, bias = self.weight_bias(params)
         y = xhat
         if weight is not None:
             y = xhat * weight.data.reshape(param_shape)
@@ -95,52 +103,22 @@ class Normalize(Function):
                 y += shift
         return y
 
-    def _weight_bias(self, params: tuple) -> tuple[Any, Any]:
+    def weight_bias(self, params: tuple) -> tuple[Any, Any]:
         weight = params[0] if "w" in self.affine else None
         bias = params[-1] if "b" in self.affine else None
         return weight, bias
 
-    def _param_axes(self, ndim: int) -> tuple[int, ...]:
+    def param_axes(self, ndim: int) -> tuple[int, ...]:
         """The axes that γ and β are broadcast over (their gradients sum over these)."""
         full = (1,) * (ndim - len(self.param_shape)) + tuple(self.param_shape)
         return tuple(i for i, size in enumerate(full) if size == 1)
 
     def backward(self, grad: Tensor):
-        if is_grad_enabled():
-            return self._backward_recorded(grad)
-        x, params, xhat, rstd = self.saved
-        weight, bias = self._weight_bias(params)
-        dims, g = self.dims, grad.data
-        grads = []
-        if self.needs_grad[0]:
-            if fused.applies(g, xhat, *(p.data for p in params)):  # opt-in CUDA kernels; else: the reference
-                w = None if weight is None else weight.data.reshape(self.param_shape)
-                dx = fused.normalize_backward(g, xhat, rstd, w, dims)
-            else:
-                # dx = (g_γ − mean(g_γ) − x̂ ⊙ mean(g_γ ⊙ x̂)) / σ, computed in the buffer that holds g_γ
-                dx = g * weight.data.reshape(self.param_shape) if weight is not None else g.copy()
-                mean_g_w_xhat = sum_of_products(dx, xhat, dims) / _count(x.shape, dims)
-                dx -= dx.mean(axis=dims, keepdims=True)
-                dx -= xhat * mean_g_w_xhat
-                dx *= rstd
-            grads.append(Tensor(dx))
-        else:
-            grads.append(None)
-        axes = self._param_axes(x.ndim)
-        if weight is not None:
-            grads.append(
-                Tensor(sum_of_products(g, xhat, axes, keepdims=False).reshape(weight.shape))
-                if self.needs_grad[1]
-                else None
-            )
-        if bias is not None:
-            grads.append(Tensor(g.sum(axis=axes).reshape(bias.shape)) if self.needs_grad[-1] else None)
-        return tuple(grads)
-
-    def _backward_recorded(self, grad: Tensor) -> tuple:
-        """The same formula in differentiable ops, for create_graph=True."""
+        if kernels.fast_path():  # the same formula from the saved x̂ and 1/σ, in place (kernels/normalization.py)
+            return kernels.normalize_backward(self, grad)
         x, params, _, _ = self.saved
-        weight, bias = self._weight_bias(params)
+        weight, bias = self.weight_bias(params)
+        axes = self.param_axes(x.ndim)
         dims = self.dims
         centred = x - x.mean(dim=dims, keepdim=True)
         inv_std = ((centred * centred).mean(dim=dims, keepdim=True) + self.eps).rsqrt()
@@ -148,34 +126,11 @@ class Normalize(Function):
         g_w = grad * weight.reshape(self.param_shape) if weight is not None else grad
         dx = inv_std * (g_w - g_w.mean(dim=dims, keepdim=True) - xhat * (g_w * xhat).mean(dim=dims, keepdim=True))
         grads = [dx]
-        axes = self._param_axes(x.ndim)
         if weight is not None:
             grads.append((grad * xhat).sum(dim=axes).reshape(weight.shape))
         if bias is not None:
             grads.append(grad.sum(dim=axes).reshape(bias.shape))
         return tuple(grads)
-
-
-def sum_of_products(a: Any, b: Any, axes: tuple[int, ...], keepdims: bool = True) -> Any:
-    """Σ over ``axes`` of a ⊙ b, for two arrays of the same shape.
-
-    ``einsum`` forms each product only in a register, never the full array a ⊙ b, which
-    makes it about twice as fast as ``(a * b).sum(axes)`` on a CPU.
-    """
-    letters = "abcdefghijklmnopqrstuvwxyz"[: a.ndim]
-    kept = "".join(letter for i, letter in enumerate(letters) if i not in axes)
-    total = backend.xp_of(a).einsum(f"{letters},{letters}->{kept}", a, b)
-    if keepdims:
-        total = total.reshape(tuple(1 if i in axes else n for i, n in enumerate(a.shape)))
-    return total
-
-
-def _count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
-    """How many elements one slice over ``axes`` holds (the n of a mean)."""
-    count = 1
-    for i in axes:
-        count *= shape[i]
-    return count
 
 
 def normalize(
@@ -187,7 +142,11 @@ def normalize(
     param_shape: tuple[int, ...] = (),
     **stats: Any,
 ) -> Tensor:
-    """``Normalize`` with optional γ and β."""
+    """``Normalize`` with optional γ and β; float16 inputs are normalised in float32."""
+    if x.dtype == np.float16:  # statistics in float32, as PyTorch: see the module docstring
+        x32, weight32, bias32 = (None if t is None else t.to(np.float32) for t in (x, weight, bias))
+        stats32 = {name: array.astype(np.float32) for name, array in stats.items() if array is not None}
+        return normalize(x32, dims, eps, weight32, bias32, param_shape, **stats32).to(np.float16)
     params = tuple(p for p in (weight, bias) if p is not None)
     affine = ("w" if weight is not None else "") + ("b" if bias is not None else "")
     return Normalize.apply(x, *params, dims=dims, eps=eps, param_shape=param_shape, affine=affine, **stats)
@@ -308,7 +267,8 @@ def batch_norm(
         raise ValueError(
             f"batch_norm: expected more than 1 value per channel when training, got input shape {tuple(input.shape)}"
         )
-    mean, var = moments(input.data, dims)
+    data = input.data.astype(np.float32) if input.dtype == np.float16 else input.data  # see the module docstring
+    mean, var = moments(data, dims)
     if running_mean is not None or running_var is not None:
         with no_grad():  # the running estimates are buffers, not part of the graph
             if running_mean is not None:

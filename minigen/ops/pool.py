@@ -28,17 +28,14 @@ the output positions whose element would lie in the padding.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from minigen.autograd import Function
 from minigen.backend import xp_of
-from minigen.ops.conv import _pair, _span, _window
+from minigen.ops.geometry import IntPair, add_batch_axis, int_pair, outputs_inside_input, strided_slice
 from minigen.tensor import Tensor
-
-IntPair = int | Sequence[int]
 
 
 class _Geometry:
@@ -55,17 +52,18 @@ class _Geometry:
         offsets that only ever read padding. The output slice selects the output pixels
         whose window element at (i, j) is a real input element; the input slice (a
         strided window) selects those elements, in the same order."""
+        (s_h, s_w), (p_h, p_w), (d_h, d_w) = self.stride, self.pad, self.dilation
         for i in range(self.kernel[0]):
-            h0, h1, r = _span(i, self.stride[0], self.pad[0], self.dilation[0], self.in_hw[0], self.out_hw[0])
+            first_h, stop_h, start_h = outputs_inside_input(i, s_h, p_h, d_h, self.in_hw[0], self.out_hw[0])
             for j in range(self.kernel[1]):
-                w0, w1, q = _span(j, self.stride[1], self.pad[1], self.dilation[1], self.in_hw[1], self.out_hw[1])
-                if h1 > h0 and w1 > w0:
-                    out_slice = (slice(None), slice(None), slice(h0, h1), slice(w0, w1))
+                first_w, stop_w, start_w = outputs_inside_input(j, s_w, p_w, d_w, self.in_hw[1], self.out_hw[1])
+                if stop_h > first_h and stop_w > first_w:
+                    out_slice = (slice(None), slice(None), slice(first_h, stop_h), slice(first_w, stop_w))
                     in_slice = (
                         slice(None),
                         slice(None),
-                        _window(r, self.stride[0], h1 - h0),
-                        _window(q, self.stride[1], w1 - w0),
+                        strided_slice(start_h, s_h, stop_h - first_h),
+                        strided_slice(start_w, s_w, stop_w - first_w),
                     )
                     yield i * self.kernel[1] + j, out_slice, in_slice
 
@@ -90,7 +88,8 @@ class MaxPool2d(Function):
         # through the offsets backwards, each match overwrites: on ties the first one wins.
         # The select is arithmetic, argmax += (t − argmax)·hit, because xp.where and
         # copyto(where=) with a random mask are ~15× slower than a multiply on a CPU.
-        argmax = xp.full((n, c, *geometry.out_hw), offsets[-1][0], dtype=xp.int16)
+        last = offsets[-1][0] if offsets else 0  # no offset at all: every window lies in the padding
+        argmax = xp.full((n, c, *geometry.out_hw), last, dtype=xp.int16)
         for t, out_slice, in_slice in reversed(offsets[:-1]):
             candidate = x.data[in_slice]
             hit = (candidate == best[out_slice]) | (candidate != candidate)  # a NaN is the maximum
@@ -192,12 +191,12 @@ class AvgPool2dScatter(Function):
 
 # --------------------------------------------------------------------------- public
 def _pool_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    """⌊(H + 2p − d(k − 1) − 1) / s⌋ + 1, or with ⌈·⌉; in ceil mode the last window must
-    still start inside the input or its left padding (PyTorch's rule)."""
+    """⌊(H + 2p − d(k − 1) − 1) / s⌋ + 1, or with ⌈·⌉ (PyTorch's rule, rounding towards
+    −∞, so ceil mode gives one window even when the dilated window is wider than the
+    padded input); in ceil mode the last window must still start inside the input or its
+    left padding."""
     span = size + 2 * p - d * (k - 1) - 1
-    if span < 0:
-        return 0
-    out = (-(-span // s) if ceil_mode else span // s) + 1
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
     if ceil_mode and (out - 1) * s >= size + p:
         out -= 1
     return out
@@ -218,14 +217,14 @@ def _geometry(
         raise ValueError(f"{op}: expected a 4-D input (N, C, H, W) (or 3-D (C, H, W)), got shape {tuple(input.shape)}")
     if input.dtype.kind != "f":
         raise TypeError(f"{op}: expected a floating-point input, got dtype {input.dtype}")
-    kernel = _pair(kernel_size, "kernel_size", op)
+    kernel = int_pair(kernel_size, "kernel_size", op)
     stride_ = (
         kernel
         if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
-        else _pair(stride, "stride", op)
+        else int_pair(stride, "stride", op)
     )
-    pad = _pair(padding, "padding", op)
-    dil = _pair(dilation, "dilation", op)
+    pad = int_pair(padding, "padding", op)
+    dil = int_pair(dilation, "dilation", op)
     if min(kernel) < 1 or min(stride_) < 1 or min(dil) < 1 or min(pad) < 0:
         raise ValueError(
             f"{op}: kernel_size, stride and dilation must be positive and padding non-negative, got kernel_size "
@@ -241,12 +240,6 @@ def _geometry(
             f"{dil}) is larger than the padded input of shape {tuple(input.shape)} with padding {pad}"
         )
     return _Geometry(kernel, stride_, pad, dil, in_hw, out_hw)
-
-
-def _batched(input: Any) -> tuple[Any, bool]:
-    if isinstance(input, Tensor) and input.ndim == 3:
-        return input.unsqueeze(0), True
-    return input, False
 
 
 def max_pool2d(
@@ -267,7 +260,7 @@ def max_pool2d(
     h·W + w of the maximum within its (unpadded) channel, as an int64 tensor.
     """
     op = "max_pool2d"
-    x, unbatched = _batched(input)
+    x, unbatched = add_batch_axis(input)
     geometry = _geometry(op, x, kernel_size, stride, padding, dilation, ceil_mode)
     argmax: list = []
     out = MaxPool2d.apply(x, geometry=geometry, argmax_out=argmax if return_indices else None)
@@ -308,7 +301,7 @@ def avg_pool2d(
     elements in the window (``count_include_pad=False``), or ``divisor_override``.
     """
     op = "avg_pool2d"
-    x, unbatched = _batched(input)
+    x, unbatched = add_batch_axis(input)
     geometry = _geometry(op, x, kernel_size, stride, padding, 1, ceil_mode)
     inverse_divisor = _inverse_divisor(x, geometry, ceil_mode, count_include_pad, divisor_override)
     out = AvgPool2d.apply(x, geometry=geometry, inverse_divisor=inverse_divisor)

@@ -1,0 +1,56 @@
+"""Fast paths of the activation backwards (``ops/activation.py``): raw arrays, in place.
+
+Each function computes the same gradient as the readable formula in its op's
+``backward``, from the arrays its forward saved, with as few passes over memory as
+possible. On CUDA with ``minigen.fused`` switched on, softmax and the exact GELU hand
+over to a fused kernel, for which the array code here is the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from minigen import fused
+from minigen.kernels.normalization import sum_of_products
+
+# The constants of the tanh GELU, c = √(2/π) and a (``ops.activation.GeluTanh``).
+_TANH_C = math.sqrt(2.0 / math.pi)
+_TANH_A = 0.044715
+
+
+def softmax_backward(s: Any, grad: Any, dims: tuple[int, ...]) -> Any:
+    """∂L/∂x = s ⊙ (g − Σⱼ gⱼsⱼ) from the saved output s: three passes, one new array."""
+    if fused.applies(s, grad):  # opt-in CUDA kernels (minigen/fused.py); below is their reference
+        return fused.softmax_backward(s, grad, dims)
+    dx = grad - sum_of_products(grad, s, dims)
+    dx *= s
+    return dx
+
+
+def gelu_backward(x: Any, cdf: Any, pdf: Any, grad: Any) -> Any:
+    """∂L/∂x = g ⊙ (Φ(x) + x·φ(x)) from the Φ and φ the forward saved, in place.
+
+    ``cdf`` is None when the forward ran the fused CUDA kernel; its backward then
+    recomputes Φ and φ in the fused backward kernel.
+    """
+    if cdf is None:  # the forward ran the fused kernel, so does the backward; below is its reference
+        return fused.gelu_backward(x, grad)
+    slope = x * pdf
+    slope += cdf
+    slope *= grad
+    return slope
+
+
+def gelu_tanh_backward(x: Any, t: Any, grad: Any) -> Any:
+    """∂L/∂x = g ⊙ (½(1 + T) + ½x(1 − T²)·c(1 + 3a x²)) from the saved T = tanh(u), in place."""
+    slope = x * x  # ½x·c(1 + 3a x²)·(1 − T²) + ½T + ½, in place
+    slope *= 3.0 * _TANH_A * _TANH_C
+    slope += _TANH_C
+    slope *= x
+    slope *= 0.5
+    slope *= 1.0 - t * t
+    slope += 0.5 * t
+    slope += 0.5
+    slope *= grad
+    return slope
