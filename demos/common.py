@@ -26,7 +26,7 @@ import minigen as mg  # noqa: E402
 def demo_arguments(name: str, description: str, argv: list[str] | None = None, extra: Any = None) -> argparse.Namespace:
     """Parse the shared flags (plus any added by ``extra(parser)``), seed, and make the output folder."""
     parser = argparse.ArgumentParser(prog=f"demos/{name}.py", description=description)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", type=mg.arguments.parse_device_argument, help="cpu, cuda or cuda:N")
     parser.add_argument("--quick", action="store_true", help="a short run for smoke tests")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help=f"output folder (default: runs/{name})")
