@@ -231,6 +231,7 @@ def _check_saved_versions(node: Function) -> None:
     ]
     changed += [(None, version) for version in node.output_versions if version.changed_since(node.clock)]
     if not changed:
+        node.clock = _change_clock  # all it saved is as it was up to now: no need to look again
         return
     tensor, version = changed[0]
     if tensor is None:

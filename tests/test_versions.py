@@ -13,10 +13,12 @@ import inspect
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minigen as mg
 import minigen.nn as nn
-from minigen.testing import to_device_like
+from minigen.testing import arrays, noncontiguous, shapes, to_device_like
 
 STALE = "was changed in place after"
 
@@ -317,3 +319,43 @@ def test_data_is_the_documented_unchecked_escape_hatch() -> None:
     x.data[0] = 3.0  # unchecked, as in PyTorch
     y.backward()
     assert x._version == 0
+
+
+def test_the_saved_version_is_named_even_after_many_changes(device) -> None:
+    x = _leaf([1.0, 2.0], device)
+    y = (x * x).sum()
+    with mg.no_grad():
+        for _ in range(3):
+            x.add_(1.0)
+    with pytest.raises(RuntimeError, match="now at version 3, but was at version 0 when saved"):
+        y.backward(retain_graph=True)
+    with mg.no_grad():
+        for _ in range(97):  # more changes than a version keeps the times of
+            x.add_(1.0)
+    with pytest.raises(RuntimeError, match=r"now at version 100, but was at version \d+ or less when saved"):
+        y.backward()
+
+
+def test_a_change_through_a_view_of_a_saved_output_is_seen(device) -> None:
+    x = _leaf([0.5, 1.0], device)
+    y = x.exp()
+    z = y.sum()
+    first = y[0]  # a view made after the forward pass: it shares y's version
+    with mg.no_grad():
+        first.fill_(0.0)
+    with pytest.raises(RuntimeError, match=r"Exp.backward: its output \(shape \(2,\)\) was changed"):
+        z.backward()
+
+
+@given(data=st.data())
+def test_clone_is_a_differentiable_copy_with_its_own_version(device, data) -> None:
+    values = data.draw(noncontiguous(arrays(shapes())))
+    x = mg.Tensor(values, device=device, requires_grad=True)
+    copy = x.clone()
+    np.testing.assert_array_equal(copy.detach().numpy(), values)
+    mg.gradcheck(lambda t: t.clone() * 2.0, x)
+    mg.gradgradcheck(lambda t: t.clone() * t, x)
+    with mg.no_grad():
+        copy.detach().add_(1.0)
+    assert copy._version == 1 and x._version == 0  # its own memory, its own version
+    np.testing.assert_array_equal(x.detach().numpy(), values)
