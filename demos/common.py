@@ -89,7 +89,7 @@ def demo_arguments(name: str, description: str, argv: list[str] | None = None, e
     argparse's usage message (exit status 2), before any data is made or model trained.
     """
     parser = argparse.ArgumentParser(prog=f"demos/{name}.py", description=description)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", type=mg.arguments.parse_device_argument, help="cpu, cuda or cuda:N")
     parser.add_argument("--quick", action="store_true", help="a short run for smoke tests")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed, 0 or more (default: 0)")
     parser.add_argument("--out", default=None, help=f"output folder (default: runs/{name})")

@@ -17,6 +17,7 @@ under ``no_grad`` and records nothing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from time import perf_counter as _perf_counter
@@ -27,23 +28,30 @@ from minigen.errors import GradientShapeError, GraphFreedError
 if TYPE_CHECKING:
     from minigen.tensor import Tensor
 
+
 # ------------------------------------------------------------------ grad-recording mode
-_grad_enabled = True
+class _GradMode(threading.local):
+    """Whether ops record the graph, kept per thread as in PyTorch: ``no_grad`` in one
+    thread never switches recording off in another, and every new thread starts with it on."""
+
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    return _grad_mode.enabled
 
 
 @contextmanager
 def set_grad_enabled(mode: bool) -> Iterator[None]:
-    global _grad_enabled
-    previous = _grad_enabled
-    _grad_enabled = bool(mode)
+    previous = _grad_mode.enabled
+    _grad_mode.enabled = bool(mode)
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
 
 
 def no_grad() -> Any:
@@ -54,6 +62,51 @@ def no_grad() -> Any:
 def enable_grad() -> Any:
     """Context manager: record the graph again, even inside ``no_grad``."""
     return set_grad_enabled(True)
+
+
+# ------------------------------------------------------------------- version counters
+# The change clock: how many in-place changes have been made so far, to any tensor. It
+# orders events: a node remembers the clock at its forward pass, and a saved tensor was
+# changed after that pass exactly when its latest change came at a later clock time.
+_change_clock = 0
+
+
+class Version:
+    """How many times a tensor's memory was changed in place, and when.
+
+    Every in-place op (``t[...] = v``, ``fill_``, ``zero_``, ``add_`` ..., an optimiser's
+    update) calls ``bump()``. A view (reshape, permute, expand, basic indexing, detach)
+    shares its base's ``Version`` object, because a change through either changes both.
+
+    A ``Function`` remembers the change clock at its forward pass. Its backward looks
+    at what it saved only if the clock has moved since (nothing changed otherwise, the
+    usual case, which so costs one comparison), and refuses to run if a saved tensor's
+    latest change came later: its gradient would be computed from the changed values.
+    """
+
+    __slots__ = ("count", "change_times")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.change_times: list[int] = []  # the clock at the latest changes (enough to name old counts)
+
+    def bump(self) -> None:
+        global _change_clock
+        _change_clock += 1
+        self.count += 1
+        self.change_times.append(_change_clock)
+        if len(self.change_times) > 64:  # an optimised parameter changes every step: keep the recent ones
+            del self.change_times[:32]
+
+    def changed_since(self, clock: int) -> bool:
+        return bool(self.change_times) and self.change_times[-1] > clock
+
+    def count_at(self, clock: int) -> int | None:
+        """The count at that clock time (None if it lies before the changes kept)."""
+        later = sum(1 for time in self.change_times if time > clock)
+        if later == len(self.change_times) and self.count > later:
+            return None
+        return self.count - later
 
 
 _FREED = object()  # marks a node whose saved tensors were released after backward
@@ -77,9 +130,18 @@ class Function:
     backward needs in ``self.saved`` (tensors, arrays or shapes). ``backward`` gets the
     gradient of the output and returns one gradient per input (or ``None`` for inputs that
     need none: see ``self.needs_grad``).
+
+    Save inputs as Tensors (not their ``.data``) and the output as the array forward
+    returned: backward then refuses to run if one of them was changed in place after
+    the forward pass (see ``Version``).
     """
 
-    __slots__ = ("parents", "needs_grad", "saved", "out_shape", "hooks", "__weakref__")
+    __slots__ = ("parents", "needs_grad", "saved", "clock", "output_versions", "out_shape", "hooks", "__weakref__")
+
+    # True for ops whose output is a view of their first input's memory (reshape,
+    # permute, expand; basic indexing sets it per call): the output then shares the
+    # input's version counter, since an in-place change through either changes both.
+    output_is_view = False
 
     def forward(self, *inputs: Any, **params: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define forward")
@@ -99,7 +161,7 @@ class Function:
         ``create_graph=True`` differentiate through it.
         """
         out = Tensor(data)
-        if _grad_enabled:
+        if _grad_mode.enabled:
             out.requires_grad = True
             out.grad_fn = self
         return out
@@ -108,7 +170,7 @@ class Function:
     def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
         """Run the op forward and, if any input needs a gradient, record the node."""
         node = cls()
-        requires_grad = _grad_enabled and any(t.requires_grad for t in inputs)
+        requires_grad = _grad_mode.enabled and any(t.requires_grad for t in inputs)
         if len(inputs) > 1:
             _check_same_device(cls.__name__, inputs)
         node.needs_grad = tuple(t.requires_grad for t in inputs) if requires_grad else None
@@ -126,12 +188,15 @@ class Function:
         out.grad_fn = None
         out._hooks = None
         out.requires_grad = False
+        out._version_counter = inputs[0].shared_version() if node.output_is_view else None
         if requires_grad and data.dtype.kind in "fc":
             node.parents = tuple(
                 t.grad_fn if t.grad_fn is not None else (t if t.requires_grad else None) for t in inputs
             )
             node.out_shape = data.shape
             node.hooks = None
+            node.clock = _change_clock
+            node.output_versions = ()
             out.requires_grad = True
             out.grad_fn = node
         if observers:
@@ -139,8 +204,78 @@ class Function:
                 observer("forward", cls.__name__, node, inputs, out, _perf_counter() - started)
         return out
 
+    def remember_output_version(self, output: Tensor) -> None:
+        """``output`` (a tensor this node produced) just got its version counter: if forward
+        saved its array, changes to it must be checked too."""
+        if any(item is output.data for item in _saved_items(self.saved)):
+            self.output_versions += (output._version_counter,)
+
     def __repr__(self) -> str:
         return f"<{self.name} backward node>"
+
+
+def _saved_items(saved: Any) -> list:
+    """What a node saved, with nested tuples (e.g. a ``(weight, bias)`` pair) opened."""
+    items = list(saved) if type(saved) is tuple or type(saved) is list else [saved]
+    for item in list(items):
+        if type(item) is tuple or type(item) is list:
+            items.extend(item)
+    return items
+
+
+def _check_saved_versions(node: Function) -> None:
+    """Something was changed in place since ``node``'s forward pass: refuse to compute a
+    gradient if it was one of the tensors the node saved (or its saved output)."""
+    changed = [
+        (t, t._version_counter)
+        for t in _saved_items(node.saved)
+        if isinstance(t, Tensor) and t._version_counter is not None and t._version_counter.changed_since(node.clock)
+    ]
+    changed += [(None, version) for version in node.output_versions if version.changed_since(node.clock)]
+    if not changed:
+        node.clock = _change_clock  # all it saved is as it was up to now: no need to look again
+        return
+    tensor, version = changed[0]
+    if tensor is None:
+        which = f"its output (shape {tuple(node.out_shape)})"
+    else:
+        positions = [
+            str(i)
+            for i, parent in enumerate(node.parents)
+            if parent is tensor or (parent is not None and parent is tensor.grad_fn)
+        ]
+        where = f"its input {' and '.join(positions)}" if positions else "one of its inputs that needs no gradient"
+        which = f"{where} (shape {tuple(tensor.shape)}, {tensor.dtype})"
+    saved = version.count_at(node.clock)
+    raise RuntimeError(
+        f"{node.name}.backward: {which} was changed in place after {node.name} saved it for the "
+        f"gradient: it is now at version {version.count}, but was at version "
+        f"{saved if saved is not None else f'{version.count - len(version.change_times)} or less'} when saved. "
+        "The gradient would be computed from the changed values and be wrong. Fix: call backward() "
+        "before changing it (e.g. loss.backward() before optimizer.step(); in a GAN, backpropagate "
+        "G's loss before stepping D), or run the forward pass again after the change."
+    )
+
+
+def _run_hooks(hooks: list, grad: Tensor) -> Tensor:
+    """Call each hook on the gradient; a hook may return a replacement of the same shape."""
+    for hook in hooks:
+        result = hook(grad)
+        if result is None:
+            continue
+        if not isinstance(result, Tensor) or result.shape != grad.shape or result.device != grad.device:
+            name = getattr(hook, "__qualname__", None) or repr(hook)
+            got = (
+                f"a gradient of shape {tuple(result.shape)} on {result.device}"
+                if isinstance(result, Tensor)
+                else f"a {type(result).__name__}"
+            )
+            raise RuntimeError(
+                f"hook {name!r} returned {got} for a gradient of shape {tuple(grad.shape)} on {grad.device}; "
+                "a hook must return None or a Tensor of the same shape and device (the gradient it replaces)"
+            )
+        grad = result
+    return grad
 
 
 def _describe(inputs: Sequence[Tensor]) -> str:
@@ -184,10 +319,7 @@ def _count_consumers(roots: list[Function]) -> dict[Function, int]:
 def _call_backward(node: Function, grad: Tensor, retain_graph: bool, captured: Any, wanted: Any) -> tuple:
     """Run one node's hooks and backward; free its saved tensors unless retained."""
     if node.hooks:
-        for hook in node.hooks:
-            result = hook(grad)
-            if result is not None:
-                grad = result
+        grad = _run_hooks(node.hooks, grad)
     if captured is not None and id(node) in wanted:
         captured[wanted[id(node)]] = grad
     if node.saved is _FREED:
@@ -197,6 +329,8 @@ def _call_backward(node: Function, grad: Tensor, retain_graph: bool, captured: A
             "backward() (or minigen.grad) if you need to go through it again.",
             op=node.name,
         )
+    if node.clock != _change_clock:  # something changed in place since the forward pass
+        _check_saved_versions(node)
     started = _perf_counter() if observers else 0.0
     grads = node.backward(grad)
     if not isinstance(grads, tuple):
@@ -289,10 +423,7 @@ def _check_grad_shape(node: Function, index: int, parent: Any, g: Tensor) -> Non
 
 def _deliver_to_leaf(leaf: Tensor, g: Tensor, create_graph: bool, captured: Any, wanted: Any) -> None:
     if leaf._hooks:
-        for hook in leaf._hooks:
-            result = hook(g)
-            if result is not None:
-                g = result
+        g = _run_hooks(leaf._hooks, g)
     if captured is not None:
         index = wanted.get(id(leaf))
         if index is not None:

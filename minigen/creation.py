@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 
 from minigen import backend
+from minigen.arguments import parse_dtype
 from minigen.backend import Device
-from minigen.tensor import DTypeLike, Tensor, _shape_from_args, resolve_dtype
+from minigen.tensor import DTypeLike, Tensor, _shape_from_args
 
 
 def _float_dtype(dtype: DTypeLike) -> np.dtype:
-    return np.dtype(backend.DEFAULT_DTYPE) if dtype is None else resolve_dtype(dtype)
+    return np.dtype(backend.DEFAULT_DTYPE) if dtype is None else parse_dtype(dtype)
 
 
 def _make(array: Any, requires_grad: bool) -> Tensor:
@@ -128,7 +129,7 @@ def arange(
         integral = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
         dtype = np.int64 if integral else backend.DEFAULT_DTYPE
     xp = backend.xp_for(device or "cpu")
-    return Tensor(xp.arange(start, end, step, dtype=resolve_dtype(dtype)))
+    return Tensor(xp.arange(start, end, step, dtype=parse_dtype(dtype, "arange")))
 
 
 def linspace(start: float, end: float, steps: int, dtype: DTypeLike = None, device: Any = None) -> Tensor:

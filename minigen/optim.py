@@ -2,7 +2,9 @@
 
 An optimiser holds references to the parameters and, on ``step()``, updates each one
 in place from its ``.grad``: ``p.data -= lr · update``. The Parameter objects never
-change, so the model and the optimiser stay connected. Updates work on the raw arrays
+change, so the model and the optimiser stay connected. Each update bumps the
+parameter's version (``p.bump_version()``), so a backward() through a graph built
+before the step raises instead of computing a gradient from the new weights. Updates work on the raw arrays
 with the array's own module (NumPy or CuPy), outside the autograd graph, and never read
 a value back to the host, so a GPU training step runs without synchronising.
 
@@ -222,6 +224,7 @@ class SGD(Optimizer):
                     buf = state["momentum_buffer"].data
                     d = d + mu * buf if group["nesterov"] else buf
                 p.data -= lr * d
+                p.bump_version()
 
 
 # -------------------------------------------------------------------------------- Adam
@@ -277,6 +280,7 @@ class Adam(Optimizer):
                         decoupled=self.decoupled_weight_decay,
                         step=state["step"],
                     )
+                    p.bump_version()
                     continue
                 g = p.grad.data
                 if wd != 0 and self.decoupled_weight_decay:
@@ -293,6 +297,7 @@ class Adam(Optimizer):
                 denominator /= math.sqrt(bias_correction2)
                 denominator += eps
                 p.data -= (lr / bias_correction1) * m / denominator
+                p.bump_version()
 
 
 class AdamW(Adam):

@@ -4,7 +4,9 @@ A Tensor holds
 * ``data``: the backend array (``numpy.ndarray``, ``cupy.ndarray`` or a stand-in),
 * ``requires_grad``: whether gradients should flow to it,
 * ``grad_fn``: the ``Function`` node that produced it (``None`` for leaves),
-* ``grad``: the accumulated gradient (a Tensor), filled in by ``backward()``.
+* ``grad``: the accumulated gradient (a Tensor), filled in by ``backward()``,
+* a version counter (``t._version``), bumped by every in-place change and shared with
+  the views of the same memory, so that backward can refuse saved values that changed.
 
 The methods mirror PyTorch's names (``dim``/``keepdim``), so lecture code ports both
 ways. Each differentiable method is a thin call to a ``Function`` in ``minigen/ops``:
@@ -20,20 +22,13 @@ from typing import Any
 import numpy as np
 
 from minigen import autograd, backend
+from minigen.arguments import DTYPE_NAMES, VALID_DEVICES, normalize_dim, normalize_dims, parse_device, parse_dtype
+from minigen.autograd import Version
 from minigen.backend import Device
 
 DTypeLike = Any
-ShapeLike = int | Sequence[int]
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
-
-
-def resolve_dtype(dtype: DTypeLike) -> np.dtype:
-    """``np.float32``, ``"float32"``, ``mg.float32`` ... -> ``np.dtype``."""
-    try:
-        return np.dtype(dtype)
-    except TypeError as error:
-        raise TypeError(f"not a dtype: {dtype!r}") from error
 
 
 def _shape_from_args(size: tuple) -> tuple[int, ...]:
@@ -49,17 +44,28 @@ def _shape_from_args(size: tuple) -> tuple[int, ...]:
 class Tensor:
     """An n-dimensional array that records the operations applied to it."""
 
-    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "_hooks", "__weakref__")
+    __slots__ = {
+        "data": "The backend array. Writing to it directly (t.data[...] = v, t.data -= ...) is the "
+        "unchecked escape hatch, as in PyTorch: it bumps no version, so backward cannot notice "
+        "that values it saved have changed. Use the in-place methods (t[...] = v, fill_, add_ ...) "
+        "under mg.no_grad() to have changes checked.",
+        "grad": "The accumulated gradient ∂L/∂self (a Tensor), or None.",
+        "requires_grad": "Whether gradients flow to this tensor.",
+        "grad_fn": "The Function node that produced this tensor (None for leaves).",
+        "_hooks": "Gradient hooks of a leaf (non-leaf hooks live on grad_fn).",
+        "_version_counter": "The Version shared with the views of the same memory (made on first need).",
+        "__weakref__": None,
+    }
     __hash__ = object.__hash__  # comparison operators are elementwise, identity hashing
 
     def __init__(self, data: Any, dtype: DTypeLike = None, device: Any = None, requires_grad: bool = False) -> None:
         if isinstance(data, Tensor):
             data = data.data
         if device is not None:
-            device = Device(device)
+            device = parse_device(device, "tensor")
         if backend.is_host_array(data) or not hasattr(data, "shape"):
             from_python = not isinstance(data, (np.ndarray, np.generic))
-            array = np.asarray(data) if dtype is None else np.asarray(data, dtype=resolve_dtype(dtype))
+            array = np.asarray(data) if dtype is None else np.asarray(data, dtype=parse_dtype(dtype, "tensor"))
             if from_python and dtype is None and array.dtype == np.float64:
                 array = array.astype(backend.DEFAULT_DTYPE)  # Python floats become float32, as in PyTorch
             if array.dtype == object:
@@ -67,13 +73,14 @@ class Tensor:
             data = array if device is None else backend.to_device(array, device)
         else:
             if dtype is not None:
-                data = data.astype(resolve_dtype(dtype), copy=False)
+                data = data.astype(parse_dtype(dtype, "tensor"), copy=False)
             if device is not None:
                 data = backend.to_device(data, device)
         self.data = data
         self.grad: Tensor | None = None
         self.grad_fn: autograd.Function | None = None
         self._hooks: list[Callable] | None = None
+        self._version_counter: Version | None = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -104,10 +111,35 @@ class Tensor:
         return self.data.ndim
 
     def size(self, dim: int | None = None) -> Any:
-        return self.shape if dim is None else self.shape[dim]
+        if dim is None:
+            return self.shape
+        if self.ndim == 0:
+            raise IndexError(f"size: a 0-d tensor has no dimensions, so it has no size along dim {dim}")
+        return self.shape[normalize_dim(dim, self.ndim, "size")]
 
     def numel(self) -> int:
         return int(self.data.size)
+
+    @property
+    def _version(self) -> int:
+        """How many in-place changes this tensor's memory has seen (as PyTorch's ``t._version``)."""
+        counter = self._version_counter
+        return 0 if counter is None else counter.count
+
+    def shared_version(self) -> Version:
+        """This tensor's version counter, made on first need: most tensors are never changed
+        in place nor viewed, so they never pay for one. Views and ``detach()`` share it."""
+        if self._version_counter is None:
+            self._version_counter = Version()
+            if self.grad_fn is not None:  # the node that made this tensor may have saved it
+                self.grad_fn.remember_output_version(self)
+        return self._version_counter
+
+    def bump_version(self) -> None:
+        """Record an in-place change of this tensor's memory (every in-place method calls it;
+        so do optimisers after updating ``.data``), so that backward notices that values it
+        saved before have changed."""
+        self.shared_version().bump()
 
     @property
     def is_leaf(self) -> bool:
@@ -167,11 +199,13 @@ class Tensor:
         return bool(self.item())
 
     def detach(self) -> Tensor:
-        """The same data, cut from the graph."""
-        return Tensor(self.data)
+        """The same data, cut from the graph (it shares the version counter, as in PyTorch)."""
+        out = Tensor(self.data)
+        out._version_counter = self.shared_version()
+        return out
 
     def clone(self) -> Tensor:
-        return Reshape.apply(self, shape=self.shape, copy=True)
+        return Clone.apply(self)
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if requires_grad and self.dtype.kind not in "fc":
@@ -378,10 +412,10 @@ class Tensor:
         return self == other
 
     def any(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return Tensor(self.data.any(axis=dim, keepdims=keepdim))
+        return Tensor(self.data.any(axis=normalize_dims(dim, self.ndim, "any"), keepdims=keepdim))
 
     def all(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return Tensor(self.data.all(axis=dim, keepdims=keepdim))
+        return Tensor(self.data.all(axis=normalize_dims(dim, self.ndim, "all"), keepdims=keepdim))
 
     # --------------------------------------------------------- elementwise functions
     def exp(self) -> Tensor:
@@ -467,10 +501,20 @@ class Tensor:
         return Max.apply(self, dim=dim, keepdim=keepdim)
 
     def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return Tensor(self.data.argmax(axis=dim, keepdims=keepdim))
+        return self._arg_extreme("argmax", dim, keepdim)
 
     def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return Tensor(self.data.argmin(axis=dim, keepdims=keepdim))
+        return self._arg_extreme("argmin", dim, keepdim)
+
+    def _arg_extreme(self, op: str, dim: int | None, keepdim: bool) -> Tensor:
+        """The index of the first largest (argmax) or smallest (argmin) element along ``dim``."""
+        if self.data.size == 0:
+            raise ValueError(f"{op}: cannot take the {op} of an empty tensor of shape {tuple(self.shape)}")
+        data = self.data if self.ndim else self.data.reshape(1)  # a 0-d tensor: its one element
+        axis = None if dim is None else normalize_dim(dim, self.ndim, op)
+        keepdim = keepdim and self.ndim > 0
+        find = data.argmax if op == "argmax" else data.argmin
+        return Tensor(find(axis=axis, keepdims=keepdim))
 
     def var(
         self,
@@ -479,15 +523,29 @@ class Tensor:
         unbiased: bool | None = None,
         correction: int = 1,
     ) -> Tensor:
-        """Var[x] = Σ(x − x̄)² / (N − correction); unbiased (N − 1) by default, as in PyTorch."""
+        """Var[x] = Σ(x − x̄)² / (N − correction); unbiased (N − 1) by default, as in PyTorch.
+
+        With no degrees of freedom left (N − correction ≤ 0, e.g. one element and the
+        unbiased estimate) the variance is undefined: the result is NaN, as in PyTorch.
+        """
         if unbiased is not None:
             correction = 1 if unbiased else 0
+        count = reduced_count(self.shape, dim, "var")
         centred = self - self.mean(dim=dim, keepdim=True)
-        count = reduced_count(self.shape, dim)
-        return (centred * centred).sum(dim=dim, keepdim=keepdim) / max(count - correction, 1)
+        degrees_of_freedom = count - correction
+        return (centred * centred).sum(dim=dim, keepdim=keepdim) / (
+            degrees_of_freedom if degrees_of_freedom > 0 else float("nan")
+        )
 
-    def std(self, dim: int | Sequence[int] | None = None, keepdim: bool = False, correction: int = 1) -> Tensor:
-        return self.var(dim=dim, keepdim=keepdim, correction=correction).sqrt()
+    def std(
+        self,
+        dim: int | Sequence[int] | None = None,
+        keepdim: bool = False,
+        unbiased: bool | None = None,
+        correction: int = 1,
+    ) -> Tensor:
+        """√Var[x] (see ``var``): NaN when N − correction ≤ 0, as in PyTorch."""
+        return self.var(dim=dim, keepdim=keepdim, unbiased=unbiased, correction=correction).sqrt()
 
     def logsumexp(self, dim: int | Sequence[int], keepdim: bool = False) -> Tensor:
         return LogSumExp.apply(self, dim=dim, keepdim=keepdim)
@@ -513,35 +571,63 @@ class Tensor:
     view = reshape
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        start = normalize_dim(start_dim, self.ndim, "flatten")
+        end = normalize_dim(end_dim, self.ndim, "flatten")
         if self.ndim == 0:
             return self.reshape(1)
-        start = start_dim % self.ndim
-        end = end_dim % self.ndim
+        if start > end:
+            raise ValueError(
+                f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                f"for a tensor of shape {tuple(self.shape)}"
+            )
         middle = int(np.prod(self.shape[start : end + 1]))
         return self.reshape(self.shape[:start] + (middle,) + self.shape[end + 1 :])
 
     def unflatten(self, dim: int, sizes: Sequence[int]) -> Tensor:
-        dim = dim % self.ndim
-        return self.reshape(self.shape[:dim] + tuple(sizes) + self.shape[dim + 1 :])
+        """Split dim ``dim`` into ``sizes`` (one of them may be −1: inferred)."""
+        dim = normalize_dim(dim, self.ndim, "unflatten")
+        sizes = tuple(sizes)
+        length = self.shape[dim] if self.ndim else 1
+        valid = bool(sizes) and sizes.count(-1) <= 1
+        valid = valid and all(isinstance(s, (int, np.integer)) and s >= -1 for s in sizes)
+        known = int(np.prod([s for s in sizes if s != -1])) if valid else 0
+        if -1 in sizes:
+            valid = valid and known > 0 and length % known == 0
+        else:
+            valid = valid and known == length
+        if not valid:
+            raise ValueError(
+                f"unflatten: sizes {sizes} do not split dim {dim} of size {length} (tensor of shape "
+                f"{tuple(self.shape)}); their product must be {length}, with at most one -1 to infer"
+            )
+        sizes = tuple(length // known if s == -1 else int(s) for s in sizes)
+        return self.reshape(self.shape[:dim] + sizes + self.shape[dim + 1 :])
 
-    def squeeze(self, dim: int | None = None) -> Tensor:
-        if dim is None:
-            return self.reshape(tuple(s for s in self.shape if s != 1))
-        dim = dim % max(self.ndim, 1)
-        if self.ndim == 0 or self.shape[dim] != 1:
-            return self
-        return self.reshape(self.shape[:dim] + self.shape[dim + 1 :])
+    def squeeze(self, dim: int | Sequence[int] | None = None) -> Tensor:
+        """Drop size-1 dims: all of them, or those of ``dim`` (others are left, as in PyTorch)."""
+        dims = normalize_dims(dim, self.ndim, "squeeze")
+        shape = tuple(s for i, s in enumerate(self.shape) if not (s == 1 and i in dims))
+        return self if shape == self.shape else self.reshape(shape)
 
     def unsqueeze(self, dim: int) -> Tensor:
-        dim = dim % (self.ndim + 1)
+        dim = normalize_dim(dim, self.ndim, "unsqueeze", new_axis=True)
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
     def permute(self, *dims: Any) -> Tensor:
         if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
             dims = tuple(dims[0])
-        return Permute.apply(self, dims=dims)
+        axes = tuple(normalize_dim(d, self.ndim, "permute") for d in dims)
+        if sorted(axes) != list(range(self.ndim)):
+            raise ValueError(
+                f"permute: {tuple(dims)} is not a permutation of the {self.ndim} dims of shape {tuple(self.shape)}"
+            )
+        return Permute.apply(self, dims=axes)
 
     def transpose(self, dim0: int, dim1: int) -> Tensor:
+        dim0 = normalize_dim(dim0, self.ndim, "transpose")
+        dim1 = normalize_dim(dim1, self.ndim, "transpose")
+        if self.ndim == 0:
+            return self
         dims = list(range(self.ndim))
         dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
         return Permute.apply(self, dims=tuple(dims))
@@ -588,28 +674,119 @@ class Tensor:
     def __getitem__(self, key: Any) -> Tensor:
         return GetItem.apply(self, key=key)
 
-    def __setitem__(self, key: Any, value: Any) -> None:
-        if self.requires_grad and autograd.is_grad_enabled():
-            raise RuntimeError(
-                "in-place assignment t[...] = v on a tensor that requires grad is not supported "
-                "(it would silently break the graph); build a new tensor with mg.where or mg.cat, "
-                "or assign under mg.no_grad()"
-            )
-        from minigen.ops.indexing import normalize_key
-
-        value = value.data if isinstance(value, Tensor) else backend.assignable(value, self.data)
-        self.data[normalize_key(key, self)] = value
-
     def masked_fill(self, mask: Tensor, value: float) -> Tensor:
         return where(mask, self._lift(value), self)
 
+    # ------------------------------------------------------------- in-place changes
+    # Each one checks that autograd can allow it, changes ``data`` and bumps the version,
+    # so a Function that saved this tensor (or a view of its memory) refuses to run its
+    # backward on the changed values.
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._check_in_place("in-place assignment t[...] = v", value)
+        from minigen.ops.indexing import normalize_key
+
+        value = self._in_place_operand("in-place assignment t[...] = v", value, whole=False)
+        self.data[normalize_key(key, self)] = value
+        self.bump_version()
+
     def zero_(self) -> Tensor:
-        self.data[...] = 0
+        return self.fill_(0)
+
+    def fill_(self, value: Any) -> Tensor:
+        self._check_in_place("fill_", value)
+        if isinstance(value, Tensor) and value.ndim != 0:
+            raise ValueError(f"fill_: expects a number or a 0-d tensor, got a tensor of shape {tuple(value.shape)}")
+        self.data[...] = self._in_place_operand("fill_", value)
+        self.bump_version()
         return self
 
-    def fill_(self, value: float) -> Tensor:
-        self.data[...] = value
+    def copy_(self, source: Any) -> Tensor:
+        """Write ``source``'s values into this tensor (moved to its device and dtype)."""
+        self._check_in_place("copy_", source)
+        if isinstance(source, Tensor) and source.device != self.device:
+            source = Tensor(backend.to_device(source.data, self.device))
+        self.data[...] = self._in_place_operand("copy_", source, cast=True)
+        self.bump_version()
         return self
+
+    def add_(self, other: Any, alpha: float = 1) -> Tensor:
+        """self ← self + alpha · other, in place."""
+        self._check_in_place("add_", other)
+        value = self._in_place_operand("add_", other)
+        self.data += value if alpha == 1 else alpha * value
+        self.bump_version()
+        return self
+
+    def sub_(self, other: Any, alpha: float = 1) -> Tensor:
+        """self ← self − alpha · other, in place."""
+        self._check_in_place("sub_", other)
+        value = self._in_place_operand("sub_", other)
+        self.data -= value if alpha == 1 else alpha * value
+        self.bump_version()
+        return self
+
+    def mul_(self, other: Any) -> Tensor:
+        self._check_in_place("mul_", other)
+        self.data *= self._in_place_operand("mul_", other)
+        self.bump_version()
+        return self
+
+    def div_(self, other: Any) -> Tensor:
+        self._check_in_place("div_", other)
+        self.data /= self._in_place_operand("div_", other)
+        self.bump_version()
+        return self
+
+    def clamp_(self, min: float | None = None, max: float | None = None) -> Tensor:
+        self._check_in_place("clamp_")
+        self.data[...] = self.xp.clip(self.data, min, max)
+        self.bump_version()
+        return self
+
+    def _check_in_place(self, op: str, value: Any = None) -> None:
+        """Refuse an in-place change that the graph could not follow, as PyTorch does."""
+        if not autograd.is_grad_enabled():
+            return
+        if self.requires_grad and self.grad_fn is None:
+            raise RuntimeError(
+                f"{op}: a leaf tensor that requires grad (shape {tuple(self.shape)}) cannot be changed in place "
+                "while the graph is recorded, as in PyTorch. To initialise or update it, do so under "
+                "`with mg.no_grad():`, as optimizer.step() does; to compute with changed values, build a new "
+                "tensor (t + v, mg.where(mask, v, t))."
+            )
+        if self.requires_grad:
+            raise RuntimeError(
+                f"{op}: this tensor (shape {tuple(self.shape)}) was computed by {self.grad_fn.name} and is part "
+                "of the graph; minigen does not record in-place changes in the graph (PyTorch would rewrite "
+                "its grad_fn). Use the out-of-place form instead: h = h + v, h = mg.where(mask, v, h)."
+            )
+        if isinstance(value, Tensor) and value.requires_grad:
+            raise RuntimeError(
+                f"{op}: the value (shape {tuple(value.shape)}) requires grad, but an in-place write is not "
+                "recorded in the graph, so its gradient would be lost. Build a new tensor from it instead "
+                "(mg.where, mg.cat, mg.stack), or write under mg.no_grad() if no gradient is wanted."
+            )
+
+    def _in_place_operand(self, op: str, value: Any, cast: bool = False, whole: bool = True) -> Any:
+        """``value`` as an array on this tensor's device that may be written into (all of) it."""
+        if not isinstance(value, Tensor):
+            # A Python number, a list or a host array: CuPy wants host data converted first.
+            return backend.assignable(value, self.data)
+        if value.device != self.device:
+            autograd._check_same_device(op, (self, value))
+        if whole and (
+            value.ndim > self.ndim or any(v not in (1, s) for v, s in zip(reversed(value.shape), reversed(self.shape)))
+        ):
+            raise ValueError(
+                f"{op}: a value of shape {tuple(value.shape)} cannot be broadcast to this tensor's "
+                f"shape {tuple(self.shape)}"
+            )
+        if value.dtype.kind in "fc" and self.dtype.kind not in "fc" and not cast:
+            raise TypeError(
+                f"{op}: cannot write {value.dtype} values into a tensor of dtype {self.dtype} in place; "
+                "convert one of them first (.to(...))"
+            )
+        return value.data
 
     def new_zeros(self, *size: Any) -> Tensor:
         return Tensor(self.xp.zeros(_shape_from_args(size), dtype=self.dtype))
@@ -621,16 +798,28 @@ class Tensor:
 def parse_to_args(args: tuple, device: Any = None, dtype: Any = None) -> tuple[Device | None, np.dtype | None]:
     """``to("cuda")``, ``to(mg.float64)``, ``to(device, dtype)``, ``to(tensor)`` -> (device, dtype).
 
-    Shared by ``Tensor.to`` and ``Module.to``.
+    Shared by ``Tensor.to`` and ``Module.to``. A string is a device unless it is a full
+    dtype name; anything that is neither is a ``ValueError`` listing what is valid.
     """
+    if len(args) > 2:
+        raise TypeError(f"to: expected at most a device and a dtype, got {len(args)} arguments {args!r}")
     for arg in args:
         if isinstance(arg, Tensor):
             device, dtype = arg.device, arg.dtype
-        elif isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda", "standin"):
-            device = arg
+        elif isinstance(arg, str) and arg not in DTYPE_NAMES:
+            try:
+                device = parse_device(arg, "to")
+            except ValueError:
+                raise ValueError(
+                    f"to: {arg!r} is neither a device ({VALID_DEVICES}) nor a dtype "
+                    f"(a dtype object such as mg.float32, or one of the names {', '.join(DTYPE_NAMES)})"
+                ) from None
         else:
             dtype = arg
-    return (Device(device) if device is not None else None), (resolve_dtype(dtype) if dtype is not None else None)
+    return (
+        parse_device(device, "to") if device is not None else None,
+        parse_dtype(dtype, "to") if dtype is not None else None,
+    )
 
 
 class _HookHandle:
@@ -666,5 +855,5 @@ from minigen.ops.indexing import GetItem  # noqa: E402
 from minigen.ops.join import chunk, split  # noqa: E402
 from minigen.ops.matmul import matmul  # noqa: E402
 from minigen.ops.reduction import LogSumExp, Max, Mean, Sum, reduced_count  # noqa: E402
-from minigen.ops.shape import Expand, Permute, Reshape, SumTo  # noqa: E402
+from minigen.ops.shape import Clone, Expand, Permute, Reshape, SumTo  # noqa: E402
 from minigen.ops.transfer import Cast, ToDevice  # noqa: E402

@@ -155,13 +155,13 @@ class Where(Function):
     def forward(self, cond: Tensor, a: Tensor, b: Tensor):
         if cond.dtype.kind != "b":
             raise TypeError(f"where: the condition must be a bool tensor, got dtype {cond.dtype}")
-        self.saved = (cond.data, a.shape, b.shape)
+        self.saved = (cond, a.shape, b.shape)  # the Tensor, so that an in-place change of it is caught
         return cond.xp.where(cond.data, a.data, b.data)
 
     def backward(self, grad: Tensor):
         cond, a_shape, b_shape = self.saved
         _, need_a, need_b = self.needs_grad
-        chosen = Tensor(cond.astype(grad.dtype))
+        chosen = Tensor(cond.data.astype(grad.dtype))
         grad_a = (grad * chosen).sum_to(a_shape) if need_a else None
         grad_b = (grad * (1.0 - chosen)).sum_to(b_shape) if need_b else None
         return None, grad_a, grad_b

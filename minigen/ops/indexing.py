@@ -39,12 +39,17 @@ def is_basic_key(key: Any) -> bool:
 
 
 class GetItem(Function):
-    """y = x[key];  ∂L/∂x = zeros like x, with g added at the selected positions."""
+    """y = x[key];  ∂L/∂x = zeros like x, with g added at the selected positions.
 
-    __slots__ = ("key",)
+    A basic key gives a view of x's memory (so y shares x's version counter); an advanced
+    key (index arrays) gives a copy with its own.
+    """
+
+    __slots__ = ("key", "output_is_view")
 
     def forward(self, x: Tensor, key: Any):
         self.key = normalize_key(key, x)
+        self.output_is_view = is_basic_key(self.key)
         self.saved = x.shape
         return x.data[self.key]
 

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from minigen.arguments import normalize_dim
 from minigen.autograd import Function
 from minigen.tensor import Tensor
 
 
 class Cat(Function):
-    """y = [x₁, x₂, ...] joined along ``dim``;  ∂L/∂xᵢ = the slice of g that xᵢ filled."""
+    """y = [x₁, x₂, ...] joined along ``dim`` (checked by ``cat``);  ∂L/∂xᵢ = the slice of g that xᵢ filled."""
 
     __slots__ = ("dim",)
 
     def forward(self, *tensors: Tensor, dim: int):
         first = tensors[0]
-        self.dim = dim % first.ndim
+        self.dim = dim
         for t in tensors[1:]:
             if t.ndim != first.ndim or any(
                 a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != self.dim
@@ -44,7 +45,15 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
-    return Cat.apply(*tensors, dim=dim)
+    for position, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"cat: expected a sequence of Tensors, got a {type(t).__name__} at position {position}")
+        if t.ndim == 0:
+            raise RuntimeError(
+                f"cat: zero-dimensional tensor (at position {position}) cannot be concatenated, as in PyTorch; "
+                "use mg.stack to join 0-d tensors into a 1-d one"
+            )
+    return Cat.apply(*tensors, dim=normalize_dim(dim, tensors[0].ndim, "cat"))
 
 
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -55,12 +64,15 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) > 1:
         raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
+    dim = normalize_dim(dim, tensors[0].ndim, "stack", new_axis=True)
     return cat([t.unsqueeze(dim) for t in tensors], dim=dim)
 
 
 def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) -> tuple[Tensor, ...]:
     """Pieces of ``split_size`` along ``dim`` (the last may be smaller), or of the given sizes."""
-    dim = dim % x.ndim
+    if x.ndim == 0:
+        raise ValueError("split: a 0-d tensor has no dimension to split")
+    dim = normalize_dim(dim, x.ndim, "split")
     length = x.shape[dim]
     if isinstance(split_size_or_sections, int):
         if split_size_or_sections <= 0:
@@ -68,8 +80,10 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
         sizes = [min(split_size_or_sections, length - s) for s in range(0, length, split_size_or_sections)]
     else:
         sizes = list(split_size_or_sections)
-        if sum(sizes) != length:
-            raise ValueError(f"split: sizes {sizes} do not add up to {length}, the size of dim {dim}")
+        if any(not isinstance(s, int) or s < 0 for s in sizes) or sum(sizes) != length:
+            raise ValueError(
+                f"split: sizes {sizes} must be non-negative ints adding up to {length}, the size of dim {dim}"
+            )
     pieces = []
     start = 0
     for size in sizes:
@@ -80,6 +94,11 @@ def split(x: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) 
 
 def chunk(x: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
     """``chunks`` pieces of (nearly) equal size along ``dim``, as in PyTorch."""
+    if not isinstance(chunks, int) or chunks <= 0:
+        raise ValueError(f"chunk: chunks must be a positive int, got {chunks!r}")
+    if x.ndim == 0:
+        raise ValueError("chunk: a 0-d tensor has no dimension to split")
+    dim = normalize_dim(dim, x.ndim, "chunk")
     length = x.shape[dim]
     size = -(-length // chunks)
     return split(x, size, dim)

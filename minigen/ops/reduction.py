@@ -10,27 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from minigen.arguments import normalize_dims
 from minigen.autograd import Function
 from minigen.tensor import Tensor
 
 
-def normalize_dims(dim: int | Sequence[int] | None, ndim: int, op: str) -> tuple[int, ...]:
-    """``dim`` as a sorted tuple of non-negative axes, with a clear error when out of range."""
-    if dim is None:
-        return tuple(range(ndim))
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    result = []
-    for d in dims:
-        if not -max(ndim, 1) <= d < max(ndim, 1):
-            raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dimensions")
-        result.append(d % max(ndim, 1))
-    return tuple(sorted(set(result))) if ndim else ()
-
-
-def reduced_count(shape: tuple[int, ...], dim: int | Sequence[int] | None) -> int:
+def reduced_count(shape: tuple[int, ...], dim: int | Sequence[int] | None, op: str = "reduction") -> int:
     """How many elements each output of a reduction over ``dim`` combines."""
     count = 1
-    for d in normalize_dims(dim, len(shape), "reduction"):
+    for d in normalize_dims(dim, len(shape), op):
         count *= shape[d]
     return count
 

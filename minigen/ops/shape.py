@@ -2,6 +2,11 @@
 
 Each backward undoes the forward's rearrangement on the gradient:
 reshape <-> reshape back, permute <-> inverse permute, expand <-> sum_to.
+
+Reshape, permute and expand return views of their input's memory, so their outputs
+share the input's version counter (``output_is_view``): an in-place change through one
+is seen by a Function that saved the other. The dims reaching these ops were checked by
+the Tensor methods (``minigen.arguments``).
 """
 
 from __future__ import annotations
@@ -14,26 +19,40 @@ from minigen.tensor import Tensor
 
 
 class Reshape(Function):
-    """y = x viewed with a new shape;  ∂L/∂x = g reshaped to x's shape."""
+    """y = x viewed with a new shape;  ∂L/∂x = g reshaped to x's shape.
 
-    def forward(self, x: Tensor, shape: tuple[int, ...], copy: bool = False):
+    When the memory layout does not allow a view (a transposed input, say), the array
+    library copies; the output still shares x's version counter, which can only make the
+    saved-tensor check stricter, never miss a change.
+    """
+
+    output_is_view = True
+
+    def forward(self, x: Tensor, shape: tuple[int, ...]):
         self.saved = x.shape
-        out = x.data.reshape(shape)
-        return out.copy() if copy else out
+        return x.data.reshape(shape)
 
     def backward(self, grad: Tensor):
         return grad.reshape(self.saved)
 
 
+class Clone(Function):
+    """y = a copy of x (its own memory and version);  ∂L/∂x = g."""
+
+    def forward(self, x: Tensor):
+        return x.data.copy()
+
+    def backward(self, grad: Tensor):
+        return grad
+
+
 class Permute(Function):
-    """y = x with axes reordered by ``dims``;  ∂L/∂x = g with the inverse order."""
+    """y = x with axes reordered by ``dims`` (a permutation of 0 … ndim − 1, checked by
+    ``Tensor.permute``);  ∂L/∂x = g with the inverse order."""
+
+    output_is_view = True
 
     def forward(self, x: Tensor, dims: tuple[int, ...]):
-        if sorted(d % max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
-            raise ValueError(
-                f"permute: {tuple(dims)} is not a permutation of the {x.ndim} axes of shape {tuple(x.shape)}"
-            )
-        dims = tuple(d % x.ndim for d in dims)
         self.saved = dims
         return x.data.transpose(dims)
 
@@ -46,6 +65,8 @@ class Permute(Function):
 
 class Expand(Function):
     """y = x broadcast to ``shape`` (a view, no copy);  ∂L/∂x = sum_to(g, x.shape)."""
+
+    output_is_view = True
 
     def forward(self, x: Tensor, shape: tuple[int, ...]):
         self.saved = x.shape
