@@ -33,7 +33,7 @@ from minigen.ops.join import cat, chunk, pad, split, stack
 from minigen.ops.matmul import matmul
 from minigen import gradcheck  # the module, callable as the function: mg.gradcheck(fn, x)
 from minigen.gradcheck import GradcheckError, GradcheckResult, gradgradcheck
-from minigen.serialization import load, save
+from minigen.serialization import CheckpointError, load, save
 from minigen import nn, optim, data, utils  # noqa: E402  (after the engine they build on)
 from minigen.debug import detect_anomaly, trace
 

@@ -582,6 +582,7 @@ class EMA:
         """Overwrite the model's parameters with the averages."""
         for name, p in model.named_parameters():
             p.data[...] = self.shadow[name].data
+            p.bump_version()  # a graph built with the old weights must not backpropagate through the new
 
     @contextmanager
     def average_parameters(self, model: Any) -> Iterator[Any]:
@@ -594,6 +595,7 @@ class EMA:
         finally:
             for name, p in model.named_parameters():
                 p.data[...] = saved[name]
+                p.bump_version()
 
     def state_dict(self) -> dict[str, Tensor]:
         return {name: Tensor(t.data.copy()) for name, t in self.shadow.items()}

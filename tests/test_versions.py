@@ -359,3 +359,20 @@ def test_clone_is_a_differentiable_copy_with_its_own_version(device, data) -> No
         copy.detach().add_(1.0)
     assert copy._version == 1 and x._version == 0  # its own memory, its own version
     np.testing.assert_array_equal(x.detach().numpy(), values)
+
+
+def test_loading_weights_or_ema_averages_invalidates_graphs_built_with_the_old_weights():
+    # A forward pass saved the old weights; overwriting them (load_state_dict, EMA.copy_to)
+    # must make that backward refuse, as an optimiser step does.
+    model = mg.nn.Linear(3, 2)
+    x = mg.randn(4, 3, requires_grad=True)
+    loss = model(x).sum()
+    model.load_state_dict({k: v.detach() * 2 for k, v in model.state_dict().items()})
+    with pytest.raises(RuntimeError, match="changed in place"):
+        loss.backward()
+
+    ema = mg.optim.EMA(model, decay=0.5)
+    loss = model(x).sum()
+    ema.copy_to(model)
+    with pytest.raises(RuntimeError, match="changed in place"):
+        loss.backward()

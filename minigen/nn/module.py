@@ -415,6 +415,7 @@ class Module:
             # Copy into the existing array: the Parameter keeps its identity and memory,
             # and the module never aliases the caller's state dict.
             entries[key].data[...] = array
+            entries[key].bump_version()  # as copy_(): a graph that saved the old values refuses to backpropagate
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------------ repr
