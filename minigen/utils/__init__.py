@@ -9,6 +9,7 @@ Every writer creates parent folders and writes atomically (temporary file, then
 from minigen.utils.graph import draw_graph
 from minigen.utils.images import (
     atomic_write,
+    hstack,
     labelled_grid,
     make_grid,
     save_gif,
@@ -20,6 +21,7 @@ from minigen.utils.plots import (
     COLORMAPS,
     PALETTE,
     bar_chart,
+    colorbar,
     colormap,
     ema,
     heatmap,
@@ -35,10 +37,12 @@ __all__ = [
     "TrainingLog",
     "atomic_write",
     "bar_chart",
+    "colorbar",
     "colormap",
     "draw_graph",
     "ema",
     "heatmap",
+    "hstack",
     "labelled_grid",
     "line_plot",
     "make_grid",

@@ -336,6 +336,21 @@ def save_image_grid(
     return save_pil(picture, path)
 
 
+def hstack(
+    pictures: Sequence[Image.Image], gap: int = 0, background: tuple[int, int, int] = (255, 255, 255)
+) -> Image.Image:
+    """Pillow images side by side, top-aligned, ``gap`` pixels apart: panels of one figure."""
+    if not pictures:
+        raise ValueError("hstack: no pictures")
+    width = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
+    row = Image.new("RGB", (width, max(p.height for p in pictures)), background)
+    x = 0
+    for picture in pictures:
+        row.paste(picture.convert("RGB"), (x, 0))
+        x += picture.width + gap
+    return row
+
+
 # -------------------------------------------------------------------------------- GIFs
 def _frame_to_rgb(frame: Any, normalize: bool) -> np.ndarray:
     """One GIF frame as uint8 (H, W, 3) from a Pillow image, (H, W), (H, W, 3), (C, H, W) or (N, C, H, W)."""

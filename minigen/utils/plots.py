@@ -622,18 +622,48 @@ def heatmap(
     if ylabel:
         canvas.vertical_text(12 + 8, top + grid_h / 2, ylabel, size=12)
     if colorbar:
-        bar_left, bar_w = left + grid_w + 14, 14
-        ramp = colormap(np.linspace(1.0, 0.0, 256)[:, None], cmap)
-        strip = Image.fromarray(ramp, "RGB").resize((bar_w * canvas.s, grid_h * canvas.s), Image.Resampling.BILINEAR)
-        canvas.image.paste(strip, (int(bar_left * canvas.s), int(top * canvas.s)))
-        canvas.rect(bar_left, top, bar_left + bar_w, top + grid_h, outline=_FRAME)
-        ticks, step = _linear_ticks(low, high, target=max(2, min(6, grid_h // 40)))
-        for v in ticks:
-            py = top + (high - v) / (high - low) * grid_h
-            canvas.line([(bar_left + bar_w, py), (bar_left + bar_w + 4, py)], fill=_FRAME)
-            canvas.text(bar_left + bar_w + 7, py, _format_tick(v, step), size=10, ha="left", va="center")
+        _draw_colorbar(canvas, left + grid_w + 14, top, grid_h, low, high, cmap)
     _title(canvas, title, left + grid_w / 2)
     return save_pil(canvas.finish(), path)
+
+
+_BAR_WIDTH = 14
+
+
+def _draw_colorbar(canvas: _Canvas, left: float, top: float, height: float, low: float, high: float, cmap: str) -> None:
+    """A vertical colour ramp from ``high`` (top) to ``low`` (bottom) with tick labels on its right."""
+    ramp = colormap(np.linspace(1.0, 0.0, 256)[:, None], cmap)
+    size = (round(_BAR_WIDTH * canvas.s), round(height * canvas.s))
+    strip = Image.fromarray(ramp, "RGB").resize(size, Image.Resampling.BILINEAR)
+    canvas.image.paste(strip, (round(left * canvas.s), round(top * canvas.s)))
+    canvas.rect(left, top, left + _BAR_WIDTH, top + height, outline=_FRAME)
+    ticks, step = _linear_ticks(low, high, target=max(2, min(6, int(height) // 40)))
+    for v in ticks:
+        py = top + (high - v) / (high - low) * height
+        canvas.line([(left + _BAR_WIDTH, py), (left + _BAR_WIDTH + 4, py)], fill=_FRAME)
+        canvas.text(left + _BAR_WIDTH + 7, py, _format_tick(v, step), size=10, ha="left", va="center")
+
+
+def colorbar(
+    low: float, high: float, height: int, cmap: str = "viridis", label: str | None = None, top: int = 8
+) -> Image.Image:
+    """A stand-alone colour bar, ``height`` pixels tall, ``top`` pixels down, to paste beside a picture (``hstack``).
+
+    It reads like ``heatmap``'s: the colour map from ``low`` (bottom) to ``high`` (top),
+    tick labels on the right, and ``label`` (e.g. "cosine similarity") written upwards
+    beside them.
+    """
+    if not high > low:
+        raise ValueError(f"colorbar: high must be above low, got low={low}, high={high}")
+    probe = _Canvas(8, 8)
+    ticks, step = _linear_ticks(low, high, target=max(2, min(6, height // 40)))
+    labels_w = max(probe.text_size(_format_tick(v, step), 10)[0] for v in ticks)
+    width = int(8 + _BAR_WIDTH + 7 + labels_w + (26 if label else 0) + 6)
+    canvas = _Canvas(width, top + height + 8)
+    _draw_colorbar(canvas, 8, top, height, low, high, cmap)
+    if label:
+        canvas.vertical_text(width - 14, top + height / 2, label, size=12)
+    return canvas.finish()
 
 
 # -------------------------------------------------------------------------------- bars
