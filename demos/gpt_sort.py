@@ -19,9 +19,10 @@ Pictures: ``loss.png`` and ``attention.png``: for one held-out sequence, where e
 position of the sorted half looks while it writes its symbol, in the one head (of all
 blocks and heads) that most favours the input symbols equal to the symbol being
 written. Its title gives that share, measured over all held-out sequences, next to the
-share that attending uniformly to the input would give. In the default run even the
-best head is far from copying (71 % against 46 %): the outputs spread their attention
-over the whole unsorted input, as counting how many of each symbol there are would.
+share that attending uniformly to the input would give: 70 % against 46 % in the
+default run (block 1, head 1). So the head does look up the symbol it writes, but it
+does not copy one input symbol per output: it spreads its weight over all the equal
+symbols, and where a run of one symbol ends it already looks at the next one.
 """
 
 from __future__ import annotations
