@@ -10,9 +10,11 @@ import minigen as mg
 from minigen.utils import (
     atomic_write,
     bar_chart,
+    colorbar,
     colormap,
     ema,
     heatmap,
+    hstack,
     labelled_grid,
     line_plot,
     make_grid,
@@ -140,6 +142,27 @@ def test_labelled_grid_wants_one_label_per_row_column_and_image() -> None:
         labelled_grid(images, nrow=3, col_labels=["a", "b"])
     with pytest.raises(ValueError, match="5 captions for 6"):
         labelled_grid(images, nrow=3, captions=list("abcde"))
+
+
+def test_hstack_puts_pictures_side_by_side() -> None:
+    red, blue = Image.new("RGB", (3, 5), (255, 0, 0)), Image.new("RGB", (4, 2), (0, 0, 255))
+    row = np.asarray(hstack([red, blue], gap=2))
+    assert row.shape == (5, 3 + 2 + 4, 3)
+    assert (row[:, :3] == (255, 0, 0)).all() and (row[:2, 5:] == (0, 0, 255)).all()
+    assert (row[2:, 5:] == 255).all() and (row[:, 3:5] == 255).all()  # background below the shorter one, and the gap
+    with pytest.raises(ValueError, match="no pictures"):
+        hstack([])
+
+
+def test_colorbar_runs_from_high_at_the_top_to_low_at_the_bottom() -> None:
+    bar = np.asarray(colorbar(-1.0, 1.0, 200, "coolwarm", "cosine similarity", top=30))
+    assert bar.shape[0] == 30 + 200 + 8
+    column = bar[30 + 4 : 30 + 196, 8 + 7].astype(int)  # down the middle of the ramp
+    top, bottom = colormap(np.array([1.0, 0.0]), "coolwarm").astype(int)
+    assert np.abs(column[0] - top).max() < 25 and np.abs(column[-1] - bottom).max() < 25
+    assert (bar[:20] == 255).all()  # nothing above ``top``
+    with pytest.raises(ValueError, match="high must be above low"):
+        colorbar(1.0, 1.0, 100)
 
 
 # ------------------------------------------------------------------------- atomic writes

@@ -262,11 +262,12 @@ def labelled_grid(
         scale=scale,
     )
     text_size, title_size, margin = 13, 15, 6
+    line_height = {size: text_label("Ag(y|)", size).height for size in (text_size, title_size)}  # any text fits
     # Under each row of tiles: its bottom padding, then a white band for the captions.
-    caption_band = gap + text_label("Ag", text_size).height + 4 if captions is not None else 0
+    caption_band = gap + line_height[text_size] + 4 if captions is not None else 0
     row_band = max((text_label(str(s), text_size).width for s in row_labels), default=0) + 8 if row_labels else 0
-    title_band = text_label(title, title_size).height + 8 if title else 0
-    col_band = text_label("Ag", text_size).height + 4 if col_labels is not None else 0
+    title_band = line_height[title_size] + 8 if title else 0  # the same for every title: GIF frames match
+    col_band = line_height[text_size] + 4 if col_labels is not None else 0
 
     # The grid, cut into its rows so that a caption band fits under each row of tiles.
     pitch = tile_h + gap  # one tile and the padding above it
