@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [digits_rgb[:8], overlays[:8], digits_rgb[8:], overlays[8:]]  # each digit above its map
     save_image_grid(
         np.concatenate(rows), args.out / "attention.png", nrow=8, scale=8,
-        title="where [CLS] looks in the last block (mean over heads): red little, yellow most",
+        title="where [CLS] looks in the last block (mean over heads): dark = little, red, then yellow = most",
         row_labels=["test digit", "[CLS] attention"] * 2,
     )  # fmt: skip
     similarity = model.position_similarity().numpy()
