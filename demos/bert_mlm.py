@@ -2,7 +2,7 @@
 
     python demos/bert_mlm.py [--device cuda] [--quick] [--steps N]
 
-It takes ⟨time⟩ on the CPU; --quick ⟨time⟩.
+Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
 
 The language is a small synthetic grammar, so that every rule the model can learn is
 known. A sentence looks like

@@ -2,7 +2,7 @@
 
     python demos/diffusion_toy2d.py [--device cuda] [--quick] [--steps N]
 
-It takes ⟨time⟩ on the CPU; --quick ⟨time⟩.
+Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
 
 1. **Forward process.** q(x_t | x_{t−1}) = N(√(1−β_t) x_{t−1}, β_t I) shrinks the ring
    and blurs it until, at t = T, the points are N(0, I) (``forward.png``).

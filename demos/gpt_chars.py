@@ -2,7 +2,7 @@
 
     python demos/gpt_chars.py [--device cuda] [--quick] [--steps N]
 
-It takes ⟨time⟩ on the CPU; --quick ⟨time⟩.
+Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
 
 The corpus (``minigen/data/corpus.txt``, 25 KB) holds sonnets by William Shakespeare
 (1609), in the public domain. Each character is a token. The model reads 64 characters

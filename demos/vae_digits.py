@@ -16,7 +16,7 @@ Pictures (in --out):
 
     python demos/vae_digits.py [--device cuda] [--quick] [--latent-dim 2] [--model conv]
 
-It takes ⟨time⟩ on the CPU; --quick ⟨time⟩.
+Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python demos/vit_digits.py [--device cuda] [--quick] [--epochs N]
 
-It takes ⟨time⟩ on the CPU; --quick ⟨time⟩.
+Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
 
 Each 16×16 digit becomes 16 patch tokens plus a [CLS] token; four transformer blocks
 let the tokens attend to each other, and the [CLS] vector is classified. Pictures:
