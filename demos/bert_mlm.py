@@ -2,6 +2,8 @@
 
     python demos/bert_mlm.py [--device cuda] [--quick] [--steps N]
 
+Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
+
 The language is a small synthetic grammar, so that every rule the model can learn is
 known. A sentence looks like
 
@@ -27,7 +29,7 @@ whom in the last block, for one sentence) and metrics.json.
 from __future__ import annotations
 
 import numpy as np
-from common import demo_arguments, positive_int, write_metrics
+from common import demo_arguments, positive_int, status, write_metrics
 from tqdm.auto import tqdm
 
 import minigen as mg
@@ -100,13 +102,15 @@ def classify_accuracy(model: BERT, tokens: np.ndarray, labels: np.ndarray, devic
     return float((predicted == labels).mean())
 
 
-def fine_tune(model: BERT, tokens: np.ndarray, labels: np.ndarray, steps: int, device: str, seed: int) -> list[float]:
+def fine_tune(
+    model: BERT, tokens: np.ndarray, labels: np.ndarray, steps: int, device: str, seed: int, name: str
+) -> list[float]:
     """Train the [CLS] classifier (and the encoder under it) on the labelled sentences."""
     optimizer = AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     schedule = warmup_cosine(optimizer, warmup_steps=steps // 10, total_steps=steps)
     rng = np.random.default_rng(seed)
     log = TrainingLog(sync_every=50)  # losses reach the host every 50 steps, not every step
-    for _ in tqdm(range(steps), desc="fine-tune [CLS]", unit="step", leave=False):
+    for _ in tqdm(range(steps), desc=f"fine-tune [CLS], {name}", unit="step"):
         pick = rng.integers(0, len(tokens), size=32)
         logits = model.classify(model(mg.tensor(tokens[pick], device=device)))
         loss = F.cross_entropy(logits, mg.tensor(labels[pick], device=device))
@@ -129,10 +133,12 @@ def main(argv: list[str] | None = None) -> dict:
     pretrain_steps = args.steps or (50 if quick else 1500)
     finetune_steps = 20 if quick else 300
     rng = np.random.default_rng(args.seed)
-    corpus, _ = sentences(2000 if quick else 20000, rng)
-    held_out, _ = sentences(1000, rng)
-    labelled, labels = sentences(400, rng)  # few labels: where pre-training pays off
-    test, test_labels = sentences(1000, rng)
+    n_corpus = 2000 if quick else 20000
+    with status(f"writing {n_corpus + 2400} sentences of the grammar"):
+        corpus, _ = sentences(n_corpus, rng)
+        held_out, _ = sentences(1000, rng)
+        labelled, labels = sentences(400, rng)  # few labels: where pre-training pays off
+        test, test_labels = sentences(1000, rng)
 
     def new_model() -> BERT:
         return BERT(len(VOCAB), max_len=corpus.shape[1], n_layers=3, n_heads=4, d_model=64, mlp_ratio=2).to(args.device)
@@ -180,8 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     # Fine-tune on the colour-match task: pre-trained vs from scratch, same steps and data.
-    tune_losses = fine_tune(model, labelled, labels, finetune_steps, args.device, args.seed)
-    scratch_losses = fine_tune(scratch, labelled, labels, finetune_steps, args.device, args.seed)
+    tune_losses = fine_tune(model, labelled, labels, finetune_steps, args.device, args.seed, "pre-trained")
+    scratch_losses = fine_tune(scratch, labelled, labels, finetune_steps, args.device, args.seed, "from scratch")
     acc_pretrained = classify_accuracy(model, test, test_labels, args.device)
     acc_scratch = classify_accuracy(scratch, test, test_labels, args.device)
     print(f"colour-match accuracy: pre-trained {acc_pretrained:.3f}, from scratch {acc_scratch:.3f}")

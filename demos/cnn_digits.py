@@ -1,13 +1,13 @@
 """Train a LeNet-style CNN on rendered digits, then look at what it learned.
 
-    python demos/cnn_digits.py                       # ~1-2 minutes on 2 CPU cores
+    python demos/cnn_digits.py                       # ⟨time⟩ on the 2-core AMD EPYC CI machine
     python demos/cnn_digits.py --device cuda         # the same on a GPU
     python demos/cnn_digits.py --save ckpt.npz       # keep the trained weights
     python demos/cnn_digits.py --load ckpt.npz       # evaluate saved weights, no training
 
 Writes to runs/cnn_digits/: loss_curve.png, misclassified.png (the test digits it got
-wrong, with what it said), confusion_matrix.png, filters.png (the first layer's 5×5
-filters) and metrics.json.
+wrong, each captioned true -> predicted), confusion_matrix.png, filters.png (the first
+layer's 5×5 filters: white positive, black negative, grey 0) and metrics.json.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from common import demo_arguments, existing_file, positive_int, write_metrics
+from common import demo_arguments, existing_file, positive_int, status, write_metrics
 
 import minigen as mg
 from minigen.data import load_digits
@@ -36,8 +36,9 @@ def extra_flags(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> dict:
     args = demo_arguments("cnn_digits", __doc__.splitlines()[0], argv, extra_flags)
     n_train, n_test, epochs = (2000, 500, 1) if args.quick else (12000, 2000, args.epochs)
-    train = load_digits("train", n=n_train, size=args.size, seed=args.seed)
-    test = load_digits("test", n=n_test, size=args.size, seed=args.seed)
+    with status(f"rendering {n_train} training and {n_test} test digits"):
+        train = load_digits("train", n=n_train, size=args.size, seed=args.seed)
+        test = load_digits("test", n=n_test, size=args.size, seed=args.seed)
 
     model = LeNet(num_classes=10, image_size=args.size)
     losses: list[float] = []
@@ -63,10 +64,15 @@ def main(argv: list[str] | None = None) -> dict:
             ylabel="cross-entropy",
             smooth=0.9,
         )
-    wrong = np.flatnonzero(predicted != test.labels)[:64]
+    all_wrong = np.flatnonzero(predicted != test.labels)
+    wrong = all_wrong[:64]
     if len(wrong):
-        save_image_grid(test.images[wrong], out / "misclassified.png", nrow=8)
-        print("misclassified (true -> predicted):", ", ".join(f"{test.labels[i]}->{predicted[i]}" for i in wrong[:16]))
+        captions = [f"{test.labels[i]} -> {predicted[i]}" for i in wrong]
+        save_image_grid(
+            test.images[wrong], out / "misclassified.png", nrow=8, captions=captions,
+            title=f"{len(all_wrong)} of {len(test.labels)} test digits misclassified (true -> predicted)",
+        )  # fmt: skip
+        print("misclassified (true -> predicted):", ", ".join(captions[:16]))
     digits = [str(d) for d in range(10)]
     heatmap(
         confusion,
@@ -78,8 +84,12 @@ def main(argv: list[str] | None = None) -> dict:
         ylabel="true",
         cmap="blues",
     )
-    first_conv = model.features[0].weight.detach().numpy()
-    save_image_grid(first_conv, out / "filters.png", nrow=8, normalize=True, scale=8)
+    first_conv = model.features[0].weight.detach().numpy()  # (filters, 1, 5, 5)
+    largest = float(np.abs(first_conv).max())
+    save_image_grid(
+        first_conv, out / "filters.png", nrow=8, value_range=(-largest, largest), scale=8, pad_value=1.0,
+        title="first-layer 5x5 filters (white +, black -, grey 0)",
+    )  # fmt: skip
 
     return write_metrics(
         args, {"test_accuracy": test_accuracy, "train_steps": len(losses), "final_loss": losses[-1] if losses else None}

@@ -7,6 +7,11 @@ Every demo takes the same flags:
     --seed N            repeatable runs
     --out DIR           where PNGs and metrics.json go (default: runs/<demo name>)
 
+No phase of a demo passes silently: training and sampling loops show a tqdm bar, and
+every other step that can take more than a moment (rendering the data, training the
+judging classifier, computing metrics, writing pictures) runs inside ``status``, which
+says what is happening and how long it took.
+
 Every flag is checked before any work starts: numbers by the argparse ``type=``
 functions below (``positive_int`` for steps and epochs ...), and the places a demo
 writes to (``--out``, and ``--save`` for a demo that has it) by trying them, so a typo
@@ -16,15 +21,19 @@ never costs a training run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from tqdm.auto import tqdm  # noqa: E402
 
 import minigen as mg  # noqa: E402
 from minigen.serialization import check_writable  # noqa: E402
@@ -110,6 +119,25 @@ def demo_arguments(name: str, description: str, argv: list[str] | None = None, e
     mg.manual_seed(args.seed)
     args.started = time.perf_counter()
     return args
+
+
+# ------------------------------------------------------------------ what the demo is doing
+@contextlib.contextmanager
+def status(what: str) -> Iterator[None]:
+    """Print ``what`` the demo starts doing, then how long it took, e.g.
+
+    rendering 12000 training and 2000 test digits ...
+      done in 2.3 s
+    """
+    print(f"{what} ...", flush=True)
+    start = time.perf_counter()
+    yield
+    print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def steps_bar(description: str) -> Callable[[Iterable[Any]], Iterable[Any]]:
+    """A ``progress=`` argument for the samplers: their steps with a tqdm bar named ``description``."""
+    return lambda steps: tqdm(steps, desc=description, unit="step")
 
 
 def write_metrics(args: argparse.Namespace, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
     python demos/diffusion_toy2d.py [--device cuda] [--quick] [--steps N]
 
+Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
+
 1. **Forward process.** q(x_t | x_{t−1}) = N(√(1−β_t) x_{t−1}, β_t I) shrinks the ring
    and blurs it until, at t = T, the points are N(0, I) (``forward.png``).
 2. **Training.** An MLP ε_θ(x_t, t) learns to predict the noise in
@@ -46,9 +48,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 if __package__:  # imported as demos.diffusion_toy2d
-    from demos.common import demo_arguments, positive_int, write_metrics
+    from demos.common import demo_arguments, positive_int, status, steps_bar, write_metrics
 else:  # run as a script, or imported with demos/ on sys.path
-    from common import demo_arguments, positive_int, write_metrics
+    from common import demo_arguments, positive_int, status, steps_bar, write_metrics
 
 import minigen as mg
 from minigen.data.toy2d import eight_gaussian_centers, eight_gaussians
@@ -65,7 +67,7 @@ from minigen.models.diffusion import (
 )
 from minigen.models.unet import MLPDenoiser
 from minigen.optim import EMA
-from minigen.utils import line_plot, save_gif, save_pil, scatter_plot
+from minigen.utils import hstack, line_plot, save_gif, save_pil, scatter_plot
 
 LIMITS = (-3.2, 3.2)
 GREY, BLUE, RED = (170, 170, 170), (31, 119, 180), (214, 39, 40)
@@ -138,14 +140,8 @@ def mode_imbalance(samples: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------- pictures
 def _panel_row(panels: list[Path], path: Path) -> None:
-    """Paste equally sized PNGs side by side into one picture."""
-    images = [Image.open(p).convert("RGB") for p in panels]
-    row = Image.new("RGB", (sum(im.width for im in images), max(im.height for im in images)), "white")
-    x = 0
-    for im in images:
-        row.paste(im, (x, 0))
-        x += im.width
-    save_pil(row, path)
+    """Paste PNGs side by side into one picture."""
+    save_pil(hstack([Image.open(p) for p in panels]), path)
 
 
 def _scatter_panels(
@@ -235,14 +231,17 @@ def main(argv: list[str] | None = None) -> dict:
     clip = 2.5
     with ema.average_parameters(model):
         x_T = mg.randn(n, 2, device=device)
-        bar = tqdm(total=T, desc="DDPM sampling", leave=False)
         x_ddpm = ddpm_sample(
-            model, schedule, x_T, clip_x0=clip, trajectory=trajectory, progress=lambda r: _ticking(r, bar)
-        )
-        bar.close()
+            model, schedule, x_T, clip_x0=clip, trajectory=trajectory,
+            progress=steps_bar(f"DDPM sampling, {n} points, {T} steps"),
+        )  # fmt: skip
         ddim = {
-            eta: ddim_sample(model, schedule, x_T, num_steps=ddim_steps, eta=eta, clip_x0=clip).numpy() for eta in ETAS
-        }
+            eta: ddim_sample(
+                model, schedule, x_T, num_steps=ddim_steps, eta=eta, clip_x0=clip,
+                progress=steps_bar(f"DDIM sampling, eta = {eta:g}, {ddim_steps} steps"),
+            ).numpy()
+            for eta in ETAS
+        }  # fmt: skip
     ddpm_points = x_ddpm.numpy()
     np.savez(out / "samples.npz", ddpm=ddpm_points, **{f"ddim_eta{eta:g}": x for eta, x in ddim.items()})
 
@@ -250,28 +249,32 @@ def main(argv: list[str] | None = None) -> dict:
     by_t = {t + 1: x.numpy()[:1000] for t, x in zip(trajectory.timesteps, trajectory.xs)}
     by_t[0] = ddpm_points[:1000]
     back = [m for m in reversed(moments) if m in by_t]
-    _scatter_panels(
-        [by_t[m] for m in back], [f"p_theta reverse, t = {m}" for m in back], shown, RED, out / "reverse.png", workdir
-    )
-    gif_frames = []
-    for t in sorted(by_t, reverse=True)[::2] + [0]:
-        frame = scatter_plot(
-            [shown, by_t[t]], workdir / "frame.png", colors=[GREY, RED], limits=LIMITS,
-            title=f"DDPM reverse process, t = {t}", point_size=1.2, size=(360, 360),
+    gif_moments = sorted(by_t, reverse=True)[::2] + [0]
+    with status(f"drawing the reverse process ({len(gif_moments)} GIF frames) and the samples"):
+        _scatter_panels(
+            [by_t[m] for m in back], [f"p_theta reverse, t = {m}" for m in back], shown, RED, out / "reverse.png",
+            workdir,
         )  # fmt: skip
-        gif_frames.append(Image.open(frame).convert("RGB"))
-    save_gif(gif_frames, out / "reverse.gif", duration=80, final_pause=1500)
-    _scatter_panels(
-        [ddpm_points[:1000]] + [x[:1000] for x in ddim.values()],
-        [f"DDPM, {T} steps"] + [f"DDIM eta = {eta:g}, {ddim_steps} steps" for eta in ddim],
-        shown,
-        RED,
-        out / "samples.png",
-        workdir,
-    )
+        gif_frames = []
+        for t in gif_moments:
+            frame = scatter_plot(
+                [shown, by_t[t]], workdir / "frame.png", colors=[GREY, RED], limits=LIMITS,
+                title=f"DDPM reverse process, t = {t}", point_size=1.2, size=(360, 360),
+            )  # fmt: skip
+            gif_frames.append(Image.open(frame).convert("RGB"))
+        save_gif(gif_frames, out / "reverse.gif", duration=80, final_pause=1500)
+        _scatter_panels(
+            [ddpm_points[:1000]] + [x[:1000] for x in ddim.values()],
+            [f"DDPM, {T} steps"] + [f"DDIM eta = {eta:g}, {ddim_steps} steps" for eta in ddim],
+            shown,
+            RED,
+            out / "samples.png",
+            workdir,
+        )
 
     # ----------------------------------------------------------------- metrics
-    distance = EnergyDistance(reference)
+    with status(f"energy distance: the {len(reference)} held-out points among themselves"):
+        distance = EnergyDistance(reference)
     metrics: dict[str, Any] = {
         "T": T,
         "train_steps": cfg["steps"],
@@ -281,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     fresh = eight_gaussians(cfg["n_eval"], seed=args.seed + 2)  # data vs data: the estimator's floor
     runs = {"data": fresh, "ddpm": ddpm_points, **{f"ddim_eta{eta:g}": x for eta, x in ddim.items()}}
-    for name, points in runs.items():
+    for name, points in tqdm(runs.items(), desc="energy distance of each sample set", unit="set"):
         prefix = "baseline_energy_distance" if name == "data" else "energy_distance"
         suffix = "_data" if name == "data" else f"_{name}"
         metrics[prefix + suffix], metrics[prefix + suffix + "_unbiased"] = distance(points)
@@ -296,12 +299,6 @@ def main(argv: list[str] | None = None) -> dict:
             metrics["energy_distance_ddpm"], 1e-12
         )
     return write_metrics(args, metrics)
-
-
-def _ticking(steps: Any, bar: Any) -> Any:
-    for t in steps:
-        yield t
-        bar.update(1)
 
 
 if __name__ == "__main__":

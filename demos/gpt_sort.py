@@ -13,8 +13,17 @@ At test time the model reads an unsorted sequence it has never seen and writes t
 sorted one itself, greedily (the most likely token at each step).
 
 There are only 3⁶ = 729 sequences; a fixed fifth of them is held out, so a perfect test
-score means the model sorts, not that it memorised. Pictures: ``loss.png`` and
-``attention.png`` (where each output position looks, last block, averaged over heads).
+score means the model sorts, not that it memorised. Time on the 2-core AMD EPYC CI
+machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
+
+Pictures: ``loss.png`` and ``attention.png``: for one held-out sequence, where each
+position of the sorted half looks while it writes its symbol, in the one head (of all
+blocks and heads) that most favours the input symbols equal to the symbol being
+written. Its title gives that share, measured over all held-out sequences, next to the
+share that attending uniformly to the input would give: 70 % against 46 % in the
+default run (block 1, head 1). So the head does look up the symbol it writes, but it
+does not copy one input symbol per output: it spreads its weight over all the equal
+symbols, and where a run of one symbol ends it already looks at the next one.
 """
 
 from __future__ import annotations
@@ -49,12 +58,48 @@ def with_sorted(unsorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def exact_match(model: GPT, sequences: np.ndarray, device: str) -> float:
-    """Fraction of sequences whose greedily generated sorted half is exactly right."""
+def greedy_sorts(model: GPT, sequences: np.ndarray, device: str) -> np.ndarray:
+    """The sorted halves the model writes for ``sequences`` (N, 6), greedily: (N, 6)."""
     model.eval()
     generated = model.generate(mg.tensor(sequences, device=device), LENGTH, temperature=0).numpy()
     model.train()
-    return float(np.mean(np.all(generated[:, LENGTH:] == np.sort(sequences, axis=1), axis=1)))
+    return generated[:, LENGTH:]
+
+
+def exact_match(model: GPT, sequences: np.ndarray, device: str) -> float:
+    """Fraction of sequences whose greedily generated sorted half is exactly right."""
+    return float(np.mean(np.all(greedy_sorts(model, sequences, device) == np.sort(sequences, axis=1), axis=1)))
+
+
+def copy_scores(model: GPT, sequences: np.ndarray, device: str) -> tuple[np.ndarray, float]:
+    """How much each head attends to the input symbols equal to the symbol being written.
+
+    For every position of the sorted half (the query) and every block and head: of the
+    attention the query gives to the unsorted input, the share that goes to input
+    symbols equal to the query's target. Returns the (blocks, heads) means over
+    ``sequences`` and positions, and the share uniform attention over the input would get.
+    """
+    x, y = with_sorted(sequences)
+    queries = np.arange(LENGTH - 1, x.shape[1])  # the positions whose targets are the sorted symbols
+    matches = x[:, None, :LENGTH] == y[:, queries, None]  # (N, queries, inputs): input equals the target
+    model.eval()
+    maps = model.attention_maps(mg.tensor(x, device=device))  # blocks × (N, heads, T, T)
+    model.train()
+    scores = []
+    for weights in maps:
+        on_input = weights.numpy()[:, :, queries, :LENGTH]  # (N, heads, queries, inputs)
+        share = (on_input * matches[:, None]).sum(-1) / on_input.sum(-1)
+        scores.append(share.mean(axis=(0, 2)))
+    return np.array(scores), float(matches.mean())
+
+
+def print_examples(sequences: np.ndarray, sorts: np.ndarray) -> None:
+    """Each sequence with the model's sort, marked ✓ or ✗ against the correct sort."""
+    print("held-out sequence -> the model's sort (greedy); ✓ = the correct sort, ✗ = not")
+    for unsorted, written in zip(sequences, sorts):
+        correct = np.sort(unsorted)
+        text = f"  {' '.join(map(str, unsorted))} -> {' '.join(map(str, written))}"
+        print(text, "✓" if np.array_equal(written, correct) else f"✗ (correct: {' '.join(map(str, correct))})")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -82,25 +127,35 @@ def main(argv: list[str] | None = None) -> dict:
     losses = log.flush()["loss"]
 
     train_acc = exact_match(model, train, args.device)
-    test_acc = exact_match(model, test, args.device)
-    examples = test[:5]
-    generated = model.eval().generate(mg.tensor(examples, device=args.device), LENGTH, temperature=0).numpy()
-    for row in generated:
-        print(" ".join(map(str, row[:LENGTH])), "->", " ".join(map(str, row[LENGTH:])))
+    test_sorts = greedy_sorts(model, test, args.device)
+    right = np.all(test_sorts == np.sort(test, axis=1), axis=1)
+    test_acc = float(right.mean())
+    shown = np.concatenate([np.flatnonzero(~right)[:2], np.flatnonzero(right)])[:5]  # up to two mistakes first
+    print_examples(test[shown], test_sorts[shown])
 
-    # Where does each sorted output look? The last block's attention for one held-out example.
-    varied = next(s for s in test if len(set(s.tolist())) == SYMBOLS)  # an example using all three symbols
-    example = with_sorted(varied[None])[0]
-    weights = model.attention_maps(mg.tensor(example, device=args.device))[-1].numpy()[0].mean(axis=0)
-    labels = [f"{t}" + ("'" if i >= LENGTH else "") for i, t in enumerate(example[0])]
+    # Where does each sorted output look? The head that most favours the symbol being
+    # written, measured on all held-out sequences, shown for one that uses all three symbols.
+    scores, uniform = copy_scores(model, test, args.device)
+    block, head = np.unravel_index(scores.argmax(), scores.shape)
+    print(
+        f"attention of the sorted half on input symbols equal to the one it writes: at most "
+        f"{scores.max():.0%} (block {block + 1}, head {head + 1}); uniform attention would give {uniform:.0%}"
+    )
+    varied = next(s for s in test if len(set(s.tolist())) == SYMBOLS)
+    x, y = with_sorted(varied[None])
+    model.eval()
+    weights = model.attention_maps(mg.tensor(x, device=args.device))[block].numpy()[0, head]
+    model.train()
+    queries = np.arange(LENGTH - 1, x.shape[1])
     heatmap(
-        weights,
+        weights[queries],
         args.out / "attention.png",
-        title="last block attention (rows: query, ' = sorted half)",
-        row_labels=labels,
-        col_labels=labels,
-        xlabel="key position (token)",
-        ylabel="query position",
+        title=f"block {block + 1}, head {head + 1}: {scores.max():.0%} of the input attention on "
+        f"symbols equal to the output (uniform: {uniform:.0%})",
+        row_labels=[f"writes {y[0, q]}" for q in queries],
+        col_labels=[f"{t}" + ("'" if i >= LENGTH else "") for i, t in enumerate(x[0])],
+        xlabel="key: the unsorted input, then the sorted symbols written so far (')",
+        ylabel="sorted-half position",
         cmap="blues",
         cell_size=40,
     )

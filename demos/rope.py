@@ -2,6 +2,8 @@
 
     python demos/rope.py [--device cuda] [--quick] [--steps N]
 
+Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
+
 Part 1, the maths. RoPE rotates a query at position m by R_m and a key at position n by
 R_n, so the score is ⟨R_m q, R_n k⟩ = qᵀ R_{n−m} k: it depends on n − m only.
 ``scores.png`` shows it for one random q and k over all (m, n): every diagonal (fixed

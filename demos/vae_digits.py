@@ -15,6 +15,8 @@ Pictures (in --out):
     elbo.png              −ELBO, reconstruction and KL per epoch
 
     python demos/vae_digits.py [--device cuda] [--quick] [--latent-dim 2] [--model conv]
+
+Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 if __package__:  # imported as demos.vae_digits
-    from demos.common import demo_arguments, positive_int, write_metrics
+    from demos.common import demo_arguments, positive_int, status, write_metrics
 else:  # run as a script, or imported with demos/ on sys.path
-    from common import demo_arguments, positive_int, write_metrics
+    from common import demo_arguments, positive_int, status, write_metrics
 
 import minigen as mg
 from minigen.data import DataLoader, load_digits
@@ -64,8 +66,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = demo_arguments("vae_digits", "VAE on rendered digits", argv, extra_flags)
     device, out = args.device, args.out
     epochs = args.epochs or (3 if args.quick else 30)
-    train = load_digits("train", n=2000 if args.quick else 10_000, size=SIZE)
-    test = load_digits("test", n=1000, size=SIZE)
+    n_train = 2000 if args.quick else 10_000
+    with status(f"rendering {n_train} training and 1000 test digits"):
+        train = load_digits("train", n=n_train, size=SIZE)
+        test = load_digits("test", n=1000, size=SIZE)
     if not args.grey:
         # Binary pixels (as in the VAE paper's binarised MNIST) make the Bernoulli decoder
         # p(x|z) a true likelihood. Grey pixels would add their own irreducible entropy to
@@ -104,21 +108,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model.eval()
 
     # ---- reconstructions: originals and their decoded means, interleaved by rows
-    with mg.no_grad():
+    with mg.no_grad(), status("writing the pictures"):
         originals = x_test[:16]
         recon = model.reconstruct(originals)
         pairs = mg.stack([originals[:8], recon[:8], originals[8:], recon[8:]]).reshape(32, 1, SIZE, SIZE)
-        save_image_grid(pairs, out / "reconstructions.png", nrow=8, pad_value=0.4)
+        save_image_grid(
+            pairs, out / "reconstructions.png", nrow=8, pad_value=0.4, title="test digits and their reconstructions",
+            row_labels=["test digit", "reconstructed"] * 2,
+        )  # fmt: skip
         recon_error = float((model.reconstruct(x_test) - x_test).abs().mean().item())
 
         # ---- samples from the prior
         samples = model.decode(sample_prior(64, args.latent_dim, device=device)).sigmoid()
-        save_image_grid(samples, out / "samples.png", nrow=8, pad_value=0.4)
+        save_image_grid(samples, out / "samples.png", nrow=8, pad_value=0.4, title="decoded samples, z ~ N(0, I)")
 
         # ---- interpolation between pairs of test digits (different classes)
         mu_test = encode_means(model, test.images, device)
         rows, endpoint_errors = [], []
-        for a, b in [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]:
+        pairs_of_classes = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+        for a, b in pairs_of_classes:
             i = int(np.flatnonzero(test.labels == a)[0])
             j = int(np.flatnonzero(test.labels == b)[0])
             path = interpolate(mu_test[i], mu_test[j], steps=10)  # row 0 = z_A, row 9 = z_B
@@ -126,7 +134,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append(strip)
             ends = model.reconstruct(x_test[[i, j]])
             endpoint_errors.append(float((strip[[0, 9]] - ends).abs().max().item()))
-        save_image_grid(mg.cat(rows), out / "interpolation.png", nrow=10, pad_value=0.4)
+        save_image_grid(
+            mg.cat(rows), out / "interpolation.png", nrow=10, pad_value=0.4,
+            title="z = alpha z_A + (1 - alpha) z_B between the codes of two test digits A -> B",
+            row_labels=[f"{a} -> {b}" for a, b in pairs_of_classes],
+            col_labels=[f"alpha {1 - i / 9:.1f}" for i in range(10)],
+        )  # fmt: skip
 
         # ---- attribute vector: thick minus thin strokes, added with factors −2 … 3
         thick = mg.tensor(test.thickness > np.median(test.thickness), device=device)
@@ -134,7 +147,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         factors = [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
         strips = [model.decode(apply_attribute(mu_test[i], v_thick, factors)).sigmoid() for i in range(8)]
         attribute_images = mg.cat(strips)
-        save_image_grid(attribute_images, out / "attribute.png", nrow=len(factors), pad_value=0.4)
+        save_image_grid(
+            attribute_images, out / "attribute.png", nrow=len(factors), pad_value=0.4,
+            title="z + f v_thick: v_thick = mean code(thick) - mean code(thin)",
+            col_labels=[f"f = {f:g}" for f in factors],
+        )  # fmt: skip
         # Ink (mean brightness) per factor: it should grow as strokes thicken.
         ink = attribute_images.reshape(8, len(factors), -1).mean(dim=2).mean(dim=0).numpy()
 
@@ -142,8 +159,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             grid = np.linspace(-2.5, 2.5, 15, dtype=np.float32)
             zs = np.stack(np.meshgrid(grid, grid[::-1]), axis=-1).reshape(-1, 2)  # top row: largest z₂
             save_image_grid(
-                model.decode(mg.tensor(zs, device=device)).sigmoid(), out / "latent_map.png", nrow=15, padding=0
-            )
+                model.decode(mg.tensor(zs, device=device)).sigmoid(), out / "latent_map.png", nrow=15, padding=0,
+                title="the decoder over a grid of z = (z1, z2)", col_labels=[f"z1 {v:.1f}" for v in grid],
+                row_labels=[f"z2 = {v:.1f}" for v in grid[::-1]],
+            )  # fmt: skip
             codes = mu_test.numpy()
             scatter_plot(
                 [codes[test.labels == c] for c in range(10)],

@@ -29,8 +29,10 @@ def _run(name: str, tmp_path: Path, *flags: str) -> dict:
 
 
 # ------------------------------------------------------------------------- smoke tests
-def test_vae_demo_quick(tmp_path):
+def test_vae_demo_quick(tmp_path, capsys):
     metrics = _run("vae_digits", tmp_path, "--quick", "--latent-dim", "2")
+    said = capsys.readouterr().out
+    assert "rendering 2000 training and 1000 test digits ..." in said and "done in" in said  # no silent phase
     for picture in ("reconstructions", "samples", "interpolation", "attribute", "latent_map", "latent_scatter", "elbo"):
         assert (tmp_path / f"{picture}.png").stat().st_size > 0
     assert metrics["neg_elbo_last_epoch"] < metrics["neg_elbo_first_epoch"]
@@ -47,6 +49,11 @@ def test_dcgan_demo_quick(tmp_path):
     for picture in ("samples.png", "progress.gif", "losses.png", "d_outputs.png"):
         assert (tmp_path / picture).stat().st_size > 0
     assert len(metrics["conditional_accuracy_per_class"]) == 10
+    from PIL import Image
+
+    with Image.open(tmp_path / "samples.png") as samples, Image.open(tmp_path / "progress.gif") as gif:
+        assert gif.size == samples.size  # the GIF's frames are enlarged and labelled like the PNG
+        assert gif.width > 10 * 64  # ten 16-pixel digits per row, each drawn at least 64 pixels wide
 
 
 # ----------------------------------------------------------------------- demo targets

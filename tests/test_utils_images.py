@@ -10,11 +10,15 @@ import minigen as mg
 from minigen.utils import (
     atomic_write,
     bar_chart,
+    colorbar,
     colormap,
     ema,
     heatmap,
+    hstack,
+    labelled_grid,
     line_plot,
     make_grid,
+    moving_average,
     save_gif,
     save_image_grid,
     scatter_plot,
@@ -99,6 +103,66 @@ def test_save_gif_frames_and_size(tmp_path) -> None:
         assert gif.size == ((4 * 8 + 2) * 11, (8 + 2) * 11)
     with pytest.raises(ValueError, match="same size"):
         save_gif([np.zeros((4, 4)), np.zeros((5, 5))], tmp_path / "bad.gif")
+
+
+def test_labelled_grid_keeps_the_tiles_and_adds_text_around_them(tmp_path) -> None:
+    images = np.random.default_rng(0).random((6, 1, 8, 8)).astype(np.float32)
+    plain = make_grid(images, nrow=3, padding=2, scale=8)
+    labelled = np.asarray(
+        labelled_grid(images, nrow=3, scale=8, title="t", row_labels=["class 0", "class 1"], col_labels="abc")
+    )
+    assert labelled.shape[0] > plain.shape[0] and labelled.shape[1] > plain.shape[1]
+    # The tiles are copied unchanged: the plain grid appears as one block in the picture.
+    matches = np.argwhere((labelled[:, :, 0] == plain[0, 0, 0]) & (labelled[:, :, 1] == plain[0, 0, 1]))
+    found = any(
+        np.array_equal(labelled[r : r + plain.shape[0], c : c + plain.shape[1]], plain)
+        for r, c in matches
+        if r + plain.shape[0] <= labelled.shape[0] and c + plain.shape[1] <= labelled.shape[1]
+    )
+    assert found
+    left_margin = labelled[:, : labelled.shape[1] - plain.shape[1] - 6]
+    assert (left_margin < 128).any()  # the row labels are drawn in dark ink to the left of the grid
+
+
+def test_labelled_grid_captions_add_a_band_under_every_row(tmp_path) -> None:
+    images = np.ones((4, 1, 8, 8), np.float32)
+    without = labelled_grid(images, nrow=2, scale=8, title="x")
+    with_captions = labelled_grid(images, nrow=2, scale=8, title="x", captions=["7 -> 1", "2 -> 3", "a", "b"])
+    assert with_captions.width == without.width and with_captions.height > without.height + 2 * 10
+    path = save_image_grid(images, tmp_path / "captioned.png", nrow=2, captions=["1", "2", "3", "4"])
+    with Image.open(path) as saved:
+        assert saved.size == labelled_grid(images, nrow=2, captions=["1", "2", "3", "4"]).size
+
+
+def test_labelled_grid_wants_one_label_per_row_column_and_image() -> None:
+    images = np.zeros((6, 1, 4, 4))
+    with pytest.raises(ValueError, match="3 row labels for 2"):
+        labelled_grid(images, nrow=3, row_labels=["a", "b", "c"])
+    with pytest.raises(ValueError, match="2 column labels for 3"):
+        labelled_grid(images, nrow=3, col_labels=["a", "b"])
+    with pytest.raises(ValueError, match="5 captions for 6"):
+        labelled_grid(images, nrow=3, captions=list("abcde"))
+
+
+def test_hstack_puts_pictures_side_by_side() -> None:
+    red, blue = Image.new("RGB", (3, 5), (255, 0, 0)), Image.new("RGB", (4, 2), (0, 0, 255))
+    row = np.asarray(hstack([red, blue], gap=2))
+    assert row.shape == (5, 3 + 2 + 4, 3)
+    assert (row[:, :3] == (255, 0, 0)).all() and (row[:2, 5:] == (0, 0, 255)).all()
+    assert (row[2:, 5:] == 255).all() and (row[:, 3:5] == 255).all()  # background below the shorter one, and the gap
+    with pytest.raises(ValueError, match="no pictures"):
+        hstack([])
+
+
+def test_colorbar_runs_from_high_at_the_top_to_low_at_the_bottom() -> None:
+    bar = np.asarray(colorbar(-1.0, 1.0, 200, "coolwarm", "cosine similarity", top=30))
+    assert bar.shape[0] == 30 + 200 + 8
+    column = bar[30 + 4 : 30 + 196, 8 + 7].astype(int)  # down the middle of the ramp
+    top, bottom = colormap(np.array([1.0, 0.0]), "coolwarm").astype(int)
+    assert np.abs(column[0] - top).max() < 25 and np.abs(column[-1] - bottom).max() < 25
+    assert (bar[:20] == 255).all()  # nothing above ``top``
+    with pytest.raises(ValueError, match="high must be above low"):
+        colorbar(1.0, 1.0, 100)
 
 
 # ------------------------------------------------------------------------- atomic writes
@@ -196,6 +260,23 @@ def test_line_plot_linear_and_log(tmp_path) -> None:
         line_plot({}, tmp_path / "empty.png")
     with pytest.raises(ValueError, match="positive"):
         line_plot({"neg": [-1.0, -2.0]}, tmp_path / "neg.png", logy=True)
+
+
+def test_moving_average_is_centred_so_it_does_not_lag() -> None:
+    ramp = np.arange(50, dtype=np.float64)
+    np.testing.assert_allclose(moving_average(ramp, 0.9), ramp)  # a straight line comes out unchanged
+    falling = 2.0 * np.exp(-np.arange(300) / 40.0)
+    noisy = falling + np.random.default_rng(0).normal(0.0, 0.05, 300)
+    smoothed = moving_average(noisy, 0.9)
+    # A trailing average (ema) sits above a falling curve; the centred one follows it.
+    assert np.mean(ema(noisy, 0.9)[20:100] - falling[20:100]) > 0.1
+    assert abs(np.mean(smoothed[20:100] - falling[20:100])) < 0.02
+    assert np.std(smoothed - falling) < 0.5 * np.std(noisy - falling)  # and it still smooths
+    np.testing.assert_allclose(smoothed[[0, -1]], noisy[[0, -1]])  # the window shrinks to stay centred
+    gaps = moving_average([1.0, np.nan, 3.0, 5.0], 0.5)
+    assert np.isnan(gaps[1]) and gaps[2] == pytest.approx(4.0)  # missing values stay missing, are left out
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        moving_average([1.0], 1.0)
 
 
 def test_ema_is_bias_corrected() -> None:

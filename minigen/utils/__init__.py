@@ -7,8 +7,28 @@ Every writer creates parent folders and writes atomically (temporary file, then
 """
 
 from minigen.utils.graph import draw_graph
-from minigen.utils.images import atomic_write, make_grid, save_gif, save_image_grid, save_pil, to_numpy
-from minigen.utils.plots import COLORMAPS, PALETTE, bar_chart, colormap, ema, heatmap, line_plot, scatter_plot
+from minigen.utils.images import (
+    atomic_write,
+    hstack,
+    labelled_grid,
+    make_grid,
+    save_gif,
+    save_image_grid,
+    save_pil,
+    to_numpy,
+)
+from minigen.utils.plots import (
+    COLORMAPS,
+    PALETTE,
+    bar_chart,
+    colorbar,
+    colormap,
+    ema,
+    heatmap,
+    line_plot,
+    moving_average,
+    scatter_plot,
+)
 from minigen.utils.training_log import TrainingLog
 
 __all__ = [
@@ -17,12 +37,16 @@ __all__ = [
     "TrainingLog",
     "atomic_write",
     "bar_chart",
+    "colorbar",
     "colormap",
     "draw_graph",
     "ema",
     "heatmap",
+    "hstack",
+    "labelled_grid",
     "line_plot",
     "make_grid",
+    "moving_average",
     "save_gif",
     "save_image_grid",
     "save_pil",

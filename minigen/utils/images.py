@@ -3,7 +3,10 @@
 * ``make_grid`` tiles a batch ``(N, C, H, W)`` into one ``uint8`` picture ``(H', W', 3)``,
   with the same layout rule as ``torchvision.utils.make_grid``.
 * ``save_image_grid`` writes that grid as a PNG, enlarging small images (nearest
-  neighbour, so 16x16 digits stay crisp and visible).
+  neighbour, so 16x16 digits stay crisp and visible). Given a ``title``,
+  ``row_labels``, ``col_labels`` or per-tile ``captions`` it writes ``labelled_grid``:
+  the same tiles with text around them, so a picture says what its rows and columns
+  are (the class, the guidance scale w, true -> predicted, ...).
 * ``save_gif`` writes an animation, e.g. a diffusion sampler's denoising steps.
 
 Every writer creates the parent folders and writes atomically (``atomic_write``): the
@@ -15,6 +18,7 @@ never destroys the previous one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import secrets
@@ -23,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from minigen import backend
 
 PathLike = str | os.PathLike
+_INK = (40, 40, 40)  # text
 
 
 # ------------------------------------------------------------------------ atomic writes
@@ -112,6 +117,49 @@ def _as_nchw(images: Any) -> np.ndarray:
     return array
 
 
+# -------------------------------------------------------------------------------- text
+@functools.lru_cache(maxsize=32)
+def font(size: int) -> ImageFont.ImageFont:
+    """Pillow's scalable default font at ``size`` pixels, or its bitmap font on old Pillow.
+
+    The scalable font covers ASCII and Latin-1 only: Greek letters, arrows and
+    mathematical signs come out as empty boxes, so picture text is written in ASCII
+    ("->", "w = 3", "x0_hat").
+    """
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, AttributeError, OSError, ImportError):  # Pillow < 10.1 or no FreeType
+        return ImageFont.load_default()
+
+
+def text_label(text: str, size: int, fill: tuple[int, int, int] = _INK) -> Image.Image:
+    """``text`` drawn on a transparent, tightly cropped RGBA image (about ``size`` pixels tall).
+
+    On old Pillow (no scalable font) the text is drawn in the small bitmap font.
+    """
+    chosen = font(size)
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGBA", (1, 1))).textbbox((0, 0), text, font=chosen)
+    label = Image.new("RGBA", (max(right - left, 1) + 2, max(bottom - top, 1) + 2), (0, 0, 0, 0))
+    ImageDraw.Draw(label).text((1 - left, 1 - top), text, font=chosen, fill=tuple(fill) + (255,))
+    return label
+
+
+def paste_text(
+    image: Image.Image, x: float, y: float, text: str, size: int, fill: tuple[int, int, int] = _INK, align: str = "lt"
+) -> None:
+    """Draw ``text`` on ``image`` with its box aligned at (x, y).
+
+    ``align`` is two letters: horizontal ``l``/``c``/``r`` (left, centre, right) and
+    vertical ``t``/``c``/``b`` (top, centre, bottom), e.g. ``"rc"`` for a row label
+    ending at x. The box is measured from the text instead of using Pillow's
+    ``anchor=``, which the bitmap fallback font does not support.
+    """
+    label = text_label(text, size, fill)
+    px = x - {"l": 0.0, "c": label.width / 2, "r": label.width}[align[0]]
+    py = y - {"t": 0.0, "c": label.height / 2, "b": label.height}[align[1]]
+    image.paste(label, (round(px), round(py)), label)
+
+
 # ------------------------------------------------------------------------------- grids
 def grid_shape(n: int, nrow: int) -> tuple[int, int]:
     """(rows, columns) of a grid of ``n`` tiles with ``nrow`` tiles per row (torchvision's naming)."""
@@ -167,26 +215,43 @@ def _auto_scale(height: int, width: int, target: int = 64) -> int:
     return max(1, math.ceil(target / max(height, width, 1)))
 
 
-def save_image_grid(
+def _check_label_count(what: str, labels: Sequence[str] | None, expected: int) -> None:
+    if labels is not None and len(labels) != expected:
+        raise ValueError(f"labelled_grid: {len(labels)} {what} for {expected}; give exactly one per {what[:-1]}")
+
+
+def labelled_grid(
     images: Any,
-    path: PathLike,
     nrow: int = 8,
     padding: int = 2,
     normalize: bool = False,
     value_range: tuple[float, float] | None = None,
     scale: int | None = None,
     pad_value: float = 0.0,
-) -> Path:
-    """Write ``make_grid(images, ...)`` to ``path`` (PNG) and return the path.
+    title: str | None = None,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    captions: Sequence[str] | None = None,
+) -> Image.Image:
+    """``make_grid(images, ...)`` with text around it, as a Pillow RGB image.
 
-    ``scale=None`` picks an integer nearest-neighbour enlargement so every tile is at
-    least 64 pixels wide (4x for 16x16 digits); ``scale=1`` keeps the true size.
+    ``title`` goes above the grid, ``row_labels`` (one per grid row) to the left of
+    each row, ``col_labels`` (one per column) above each column, and ``captions`` (one
+    per image, e.g. ``"7 -> 1"`` for a digit read as 1) under each tile. Text is
+    ASCII: see ``font``. ``scale=None`` enlarges tiles to at least 64 pixels, as in
+    ``save_image_grid``.
     """
     if isinstance(images, (list, tuple)):
         images = np.stack([to_numpy(im) for im in images])
     array = _as_nchw(images)
+    n, _, height, width = array.shape
+    rows, columns = grid_shape(n, nrow)
+    _check_label_count("row labels", row_labels, rows)
+    _check_label_count("column labels", col_labels, columns)
+    _check_label_count("captions", captions, n)
     if scale is None:
-        scale = _auto_scale(array.shape[2], array.shape[3])
+        scale = _auto_scale(height, width)
+    tile_h, tile_w, gap = height * scale, width * scale, padding * scale
     grid = make_grid(
         array,
         nrow=nrow,
@@ -196,7 +261,95 @@ def save_image_grid(
         pad_value=pad_value,
         scale=scale,
     )
-    return save_pil(Image.fromarray(grid, "RGB"), path)
+    text_size, title_size, margin = 13, 15, 6
+    line_height = {size: text_label("Ag(y|)", size).height for size in (text_size, title_size)}  # any text fits
+    # Under each row of tiles: its bottom padding, then a white band for the captions.
+    caption_band = gap + line_height[text_size] + 4 if captions is not None else 0
+    row_band = max((text_label(str(s), text_size).width for s in row_labels), default=0) + 8 if row_labels else 0
+    title_band = line_height[title_size] + 8 if title else 0  # the same for every title: GIF frames match
+    col_band = line_height[text_size] + 4 if col_labels is not None else 0
+
+    # The grid, cut into its rows so that a caption band fits under each row of tiles.
+    pitch = tile_h + gap  # one tile and the padding above it
+    grid_w = grid.shape[1]
+    grid_h = rows * (pitch + caption_band) + (0 if caption_band else gap)
+    title_w = text_label(title, title_size).width if title else 0
+    width_px = max(row_band + grid_w + 2 * margin, title_w + 2 * margin)
+    left = (width_px - row_band - grid_w) // 2 + row_band  # the grid and its labels centred under a wide title
+    top = margin + title_band + col_band
+    picture = Image.new("RGB", (width_px, top + grid_h + margin), (255, 255, 255))
+    for r in range(rows):
+        strip = grid[r * pitch : (r + 1) * pitch + gap]  # the row of tiles with the padding above and below
+        picture.paste(Image.fromarray(strip, "RGB"), (left, top + r * (pitch + caption_band)))
+
+    def tile_box(index: int) -> tuple[int, int]:
+        """The top-left pixel of tile ``index`` in the picture."""
+        r, c = divmod(index, columns)
+        return left + gap + c * (tile_w + gap), top + gap + r * (pitch + caption_band)
+
+    if title:
+        centre = min(max(left + grid_w / 2, title_w / 2 + margin), width_px - title_w / 2 - margin)
+        paste_text(picture, centre, margin, title, title_size, align="ct")
+    for c, label in enumerate(col_labels or []):
+        x, _ = tile_box(c)
+        paste_text(picture, x + tile_w / 2, top - 3, str(label), text_size, align="cb")
+    for r, label in enumerate(row_labels or []):
+        _, y = tile_box(r * columns)
+        paste_text(picture, left - 6, y + tile_h / 2, str(label), text_size, align="rc")
+    for index, caption in enumerate(captions or []):
+        x, y = tile_box(index)
+        paste_text(picture, x + tile_w / 2, y + tile_h + gap + 2, str(caption), text_size, align="ct")
+    return picture
+
+
+def save_image_grid(
+    images: Any,
+    path: PathLike,
+    nrow: int = 8,
+    padding: int = 2,
+    normalize: bool = False,
+    value_range: tuple[float, float] | None = None,
+    scale: int | None = None,
+    pad_value: float = 0.0,
+    title: str | None = None,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    captions: Sequence[str] | None = None,
+) -> Path:
+    """Write ``make_grid(images, ...)`` to ``path`` (PNG) and return the path.
+
+    ``scale=None`` picks an integer nearest-neighbour enlargement so every tile is at
+    least 64 pixels wide (4x for 16x16 digits); ``scale=1`` keeps the true size. With a
+    ``title``, ``row_labels``, ``col_labels`` or ``captions`` the picture is
+    ``labelled_grid``'s: the grid with that text around it.
+    """
+    if isinstance(images, (list, tuple)):
+        images = np.stack([to_numpy(im) for im in images])
+    array = _as_nchw(images)
+    if scale is None:
+        scale = _auto_scale(array.shape[2], array.shape[3])
+    settings = dict(nrow=nrow, padding=padding, normalize=normalize, value_range=value_range, pad_value=pad_value)
+    if title is None and row_labels is None and col_labels is None and captions is None:
+        return save_pil(Image.fromarray(make_grid(array, scale=scale, **settings), "RGB"), path)
+    picture = labelled_grid(
+        array, scale=scale, title=title, row_labels=row_labels, col_labels=col_labels, captions=captions, **settings
+    )
+    return save_pil(picture, path)
+
+
+def hstack(
+    pictures: Sequence[Image.Image], gap: int = 0, background: tuple[int, int, int] = (255, 255, 255)
+) -> Image.Image:
+    """Pillow images side by side, top-aligned, ``gap`` pixels apart: panels of one figure."""
+    if not pictures:
+        raise ValueError("hstack: no pictures")
+    width = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
+    row = Image.new("RGB", (width, max(p.height for p in pictures)), background)
+    x = 0
+    for picture in pictures:
+        row.paste(picture.convert("RGB"), (x, 0))
+        x += picture.width + gap
+    return row
 
 
 # -------------------------------------------------------------------------------- GIFs
