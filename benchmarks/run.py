@@ -325,6 +325,14 @@ def main(argv: list[str] | None = None) -> int:
         "(steadier on a machine shared with others)",
     )
     parser.add_argument(
+        "--malloc",
+        choices=["reuse", "default"],
+        default="reuse",
+        help="reuse: keep freed blocks in the process (minigen.backend.reuse_freed_memory; both libraries, "
+        "since it is process-wide), so that no row's time depends on what the C allocator did before it; "
+        "default: glibc as it comes",
+    )
+    parser.add_argument(
         "--fused",
         action="store_true",
         help="switch on minigen's opt-in fused CUDA kernels (minigen.fused; they only act on --device cuda)",
@@ -338,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         clock = time.thread_time
     if args.threads is not None:
         limit_threads(args.threads)
+    if args.malloc == "reuse":
+        mg.backend.reuse_freed_memory()
     if args.fused:
         mg.fused.enable(True)
     fused = mg.fused.is_enabled()  # also on with MINIGEN_FUSED=1: say so in the results
@@ -350,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     mg.manual_seed(0)
     peak = gemm_peak_flops(args.device, n=1024 if args.quick else 2048)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} BLAS threads"
-    machine += f", {args.clock} clock"
+    machine += f", {args.clock} clock, {args.malloc} malloc"
     if args.rounds > 1:
         machine += f", best of {args.rounds} rounds"
     if fused:

@@ -60,7 +60,7 @@ def fast_paths(on: bool = True) -> Iterator[None]:
 
 from minigen.kernels.activation import gelu_backward, gelu_tanh_backward, softmax_backward  # noqa: E402
 from minigen.kernels.conv import conv2d_and_weight_grad  # noqa: E402
-from minigen.kernels.normalization import normalize_backward, sum_of_products  # noqa: E402
+from minigen.kernels.normalization import normalize_backward, normalize_forward, sum_of_products  # noqa: E402
 
 __all__ = [
     "conv2d_and_weight_grad",
@@ -69,6 +69,7 @@ __all__ = [
     "gelu_backward",
     "gelu_tanh_backward",
     "normalize_backward",
+    "normalize_forward",
     "set_fast_paths",
     "softmax_backward",
     "sum_of_products",
