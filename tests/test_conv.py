@@ -464,15 +464,18 @@ def test_both_im2col_layouts_match_the_reference(monkeypatch, algorithm, data, c
 
 
 def test_the_layout_rule_follows_the_measurements():
-    """Channels-last for 3×3 kernels on outputs up to 8×8 on the CPU; the phase grid for
-    5×5 kernels, 16×16 outputs, groups, cropping (negative padding) and other devices."""
-    x = np.zeros((2, 4, 8, 8), np.float32)
+    """Channels-last for kernels of up to 16 taps on outputs up to 8×8 with 8 or more input
+    channels, on the CPU; the phase grid for 5×5 kernels, 16×16 outputs, one or two input
+    channels, groups, cropping (negative padding) and other devices."""
+    x = np.zeros((2, 8, 8, 8), np.float32)
     rule = conv_kernels.prefers_channels_last
     assert (
         rule(x, (3, 3), (1, 1), 1, (8, 8)) and rule(x, (3, 3), (1, 1), 1, (4, 4)) and rule(x, (1, 1), (0, 0), 1, (8, 8))
     )
+    assert rule(x, (4, 4), (1, 1), 1, (4, 4))
     assert not rule(x, (5, 5), (2, 2), 1, (8, 8))
     assert not rule(x, (3, 3), (1, 1), 1, (16, 16))
+    assert not rule(x[:, :2], (3, 3), (1, 1), 1, (8, 8))
     assert not rule(x, (3, 3), (1, 1), 2, (8, 8))
     assert not rule(x, (3, 3), (-1, 1), 1, (8, 8))
     assert not rule(mg.backend.to_device(x, "standin"), (3, 3), (1, 1), 1, (8, 8))

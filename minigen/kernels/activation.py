@@ -9,14 +9,45 @@ over to a fused kernel, for which the array code here is the reference.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
-from minigen import fused
+from minigen import backend, fused
 from minigen.kernels.normalization import sum_of_products
 
 # The constants of the tanh GELU, c = √(2/π) and a (``ops.activation.GeluTanh``).
 _TANH_C = math.sqrt(2.0 / math.pi)
 _TANH_A = 0.044715
+
+
+# A block of this many elements (256 KiB in float32) and the temporaries of a chain of
+# ufuncs on it fit in a core's L2 cache together, so the chain's intermediate passes run
+# from cache instead of from memory.
+ELEMENTWISE_BLOCK = 1 << 16
+
+
+def elementwise_in_blocks(fn: Callable[[Any], tuple[Any, ...]], x: Any) -> tuple[Any, ...]:
+    """``fn(x)`` for an elementwise ``fn`` that returns a tuple of arrays of x's shape,
+    computed block by block on the CPU.
+
+    A long chain of NumPy ufuncs (the normal CDF makes about twenty) over a large array
+    streams every intermediate through main memory. On blocks of ``ELEMENTWISE_BLOCK``
+    elements the intermediates stay in cache: measured (issue 18, one thread) 16-17 ms
+    instead of 20-22 for the GELU forward of a (4096, 768) float32 array. A GPU gets one
+    call: its kernels gain nothing from blocks and would pay a launch per block.
+    """
+    if backend.device_of(x).type != "cpu" or x.size <= ELEMENTWISE_BLOCK:
+        return fn(x)
+    flat = x.reshape(-1)  # a copy only if x is not contiguous
+    outputs = None
+    for start in range(0, flat.size, ELEMENTWISE_BLOCK):
+        block = slice(start, start + ELEMENTWISE_BLOCK)
+        results = fn(flat[block])
+        if outputs is None:
+            outputs = tuple(backend.xp_of(x).empty(flat.shape, dtype=r.dtype) for r in results)
+        for out, result in zip(outputs, results):
+            out[block] = result
+    return tuple(out.reshape(x.shape) for out in outputs)
 
 
 def softmax_backward(s: Any, grad: Any, dims: tuple[int, ...]) -> Any:

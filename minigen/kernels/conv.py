@@ -255,13 +255,18 @@ def conv2d_and_weight_grad(
 
 
 # -------------------------------------------------- channels-last im2col (small images)
-# Measured (issue 18; one CPU thread, best of 15, forward and ∂L/∂W alike): channels-last
-# is faster for 3 × 3 kernels on outputs up to 8 × 8 (64 × 32 × 4 × 4 → 32: 0.38 ms
-# against the phase grid's 0.61; 64 × 64 × 8 × 8 → 32: 2.9 against 4.1), and slower on
-# 16 × 16 outputs (64 × 48 × 16 × 16 → 16: 13.2 against 6.3) and for 5 × 5 kernels, whose
-# 25 short copies cost more than the grid's gap columns.
-CHANNELS_LAST_MAX_TAPS = 9
+# Measured (issue 18; one CPU thread, best of 15, forward and ∂L/∂W alike), channels-last
+# against the phase grid, in ms:
+#   64 × 32 × 4 × 4 → 32, 3 × 3:          0.38 against 0.61
+#   64 × 64 × 8 × 8 → 32, 3 × 3:          2.9 against 4.1
+#   128 × 32 × 8 × 8 → 64, 4 × 4 stride 2: 2.4 against 3.7
+# and slower: on 16 × 16 outputs (64 × 48 × 16 × 16 → 16, 3 × 3: 13.2 against 6.3), for
+# 5 × 5 kernels (128 × 16 × 8 × 8 → 32: 6.9 against 6.1), whose 25 copies cost more than
+# the grid's gap columns, and for one or two input channels (64 × 2 × 16 × 16 → 32, 4 × 4
+# stride 2: 0.79 against 0.39), where each copy moves one or two numbers at a time.
+CHANNELS_LAST_MAX_TAPS = 16
 CHANNELS_LAST_MAX_PIXELS = 64
+CHANNELS_LAST_MIN_CHANNELS = 8
 
 
 def prefers_channels_last(x: Any, kernel: tuple, pad: tuple, groups: int, out_hw: tuple) -> bool:
@@ -270,6 +275,7 @@ def prefers_channels_last(x: Any, kernel: tuple, pad: tuple, groups: int, out_hw
         device_of(x).type == "cpu"
         and groups == 1
         and min(pad) >= 0
+        and x.shape[1] >= CHANNELS_LAST_MIN_CHANNELS
         and kernel[0] * kernel[1] <= CHANNELS_LAST_MAX_TAPS
         and out_hw[0] * out_hw[1] <= CHANNELS_LAST_MAX_PIXELS
     )
