@@ -4,6 +4,21 @@ Each function computes the same gradient as the readable formula in its op's
 ``backward``, from the arrays its forward saved, with as few passes over memory as
 possible. On CUDA with ``minigen.fused`` switched on, softmax and the exact GELU hand
 over to a fused kernel, for which the array code here is the reference.
+
+**Passes over memory** (issue 18; r = one full-size read, w = one full-size write, for
+x of shape (4096, 768) float32; per-row vectors are free). PyTorch makes about two per
+op and direction, in one fused loop.
+
+* softmax forward: max (r), x − max (r, w), exp (r, w), Σ (r), · 1/Σ (r, w): 8.
+  Backward: Σ g ⊙ s (r, r), g − Σ (r, w), ⊙ s (r, r, w): 7.
+* GELU forward: Φ and φ take 19 ufunc calls (about 50 r/w, but run on cache-sized blocks
+  by ``elementwise_in_blocks``, so the memory sees x read once and Φ, φ written once),
+  then x ⊙ Φ (r, r, w). Backward: x ⊙ φ (r, r, w), + Φ (r, r, w), ⊙ g (r, r, w): 9.
+
+What is left is not memory traffic but arithmetic: NumPy's float32 ``exp`` takes
+1.7 ns per element on this machine's CPU (5.3 ms for the array above, single-threaded),
+more than PyTorch's whole softmax forward and backward on two threads (2.8 ms), and the
+normal CDF's ``exp``, division and ``copysign`` cost 7 ms of GELU's forward.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def normalize_forward(
 
     Var = mean((x − μ)²), two passes, which unlike E[x²] − μ² does not cancel.
     Counted passes (layer norm with γ and β): μ (r), x − μ (r, w), Var (r), x̂ ← x̂/σ
-    (r, w), γ ⊙ x̂ (r, w), + β (r, w): 9, where PyTorch makes 3.
+    (r, w), γ ⊙ x̂ (r, w), + β (r, w): 10, where PyTorch makes 3.
     """
     xp = backend.xp_of(x)
     if fused.applies(x, *(a for a in (weight, bias, mean, var) if a is not None)):  # opt-in CUDA kernels
