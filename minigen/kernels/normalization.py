@@ -90,7 +90,8 @@ def normalize_forward(
 
     ``weight`` and ``bias`` are already shaped to broadcast against x; ``mean`` and
     ``var`` may be given (batch norm computes them for its running statistics).
-    Returns (y, x̂, 1/σ); x̂ and 1/σ are saved for ``normalize_backward``.
+    Returns (x̂, y, 1/σ), as the fused kernel does; x̂ and 1/σ are saved for
+    ``normalize_backward``.
 
     Var = mean((x − μ)²), two passes, which unlike E[x²] − μ² does not cancel.
     Counted passes (layer norm with γ and β): μ (r), x − μ (r, w), Var (r), x̂ ← x̂/σ
@@ -98,8 +99,7 @@ def normalize_forward(
     """
     xp = backend.xp_of(x)
     if fused.applies(x, *(a for a in (weight, bias, mean, var) if a is not None)):  # opt-in CUDA kernels
-        xhat, y, rstd = fused.normalize_forward(x, dims, eps, weight=weight, bias=bias, mean=mean, var=var)
-        return y, xhat, rstd
+        return fused.normalize_forward(x, dims, eps, weight=weight, bias=bias, mean=mean, var=var)
     if mean is None:
         mean = mean_over(x, dims)
     xhat = x - mean
@@ -112,7 +112,7 @@ def normalize_forward(
     y = xhat * weight if weight is not None else xhat + bias
     if weight is not None and bias is not None:
         y += bias
-    return y, xhat, rstd
+    return xhat, y, rstd
 
 
 # ---------------------------------------------------------------------- the backward

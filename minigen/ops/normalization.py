@@ -68,7 +68,7 @@ class Normalize(Function):
         self.dims, self.eps, self.param_shape, self.affine = dims, eps, param_shape, affine
         weight, bias = (None if p is None else p.data.reshape(param_shape) for p in self.weight_bias(params))
         # x̂ = (x − μ)/σ and y = γ ⊙ x̂ + β on raw arrays, in few passes (kernels/normalization.py)
-        y, xhat, rstd = kernels.normalize_forward(x.data, dims, eps, weight, bias, mean=mean, var=var)
+        xhat, y, rstd = kernels.normalize_forward(x.data, dims, eps, weight, bias, mean=mean, var=var)
         self.saved = (x, params, xhat, rstd)
         return y
 
