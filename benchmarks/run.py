@@ -3,6 +3,7 @@
     python benchmarks/run.py                          # full CPU suite, markdown table + JSON
     python benchmarks/run.py --quick                  # a smaller, faster pass (CI runs this)
     python benchmarks/run.py --only conv              # rows whose name contains "conv"
+    python benchmarks/run.py --only "matmul 2048,conv2d"  # several rows, in the suite's order
     python benchmarks/run.py --threads 1 --clock cpu  # steady ratios on a busy machine
     python benchmarks/run.py --rounds 3               # the suite 3 times, best time per row
     python benchmarks/run.py --device cuda            # on the GPU (synchronised timings)
@@ -113,14 +114,66 @@ def gemm_peak_flops(device: str, n: int = 2048) -> float:
     return 2 * n**3 / seconds
 
 
+def resident_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MiB (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # the kernel reports kB
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+def rss_can_be_measured() -> bool:
+    """Whether ``peak_rss_extra_mib`` works here: Linux with glibc, and a peak RSS that
+    can be reset (``/proc/self/clear_refs``, Linux 4.0+)."""
+    try:
+        import ctypes
+
+        if not hasattr(ctypes.CDLL("libc.so.6"), "malloc_trim"):
+            return False
+        resident_mib("VmHWM")
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def peak_rss_extra_mib(fn: Callable[[], object]) -> float:
+    """How far one call of ``fn`` raises the process's resident memory, in MiB.
+
+    The same measure for both libraries, since PyTorch's CPU allocations are invisible to
+    Python's tracemalloc. Before the call, freed memory still held by the C allocator is
+    handed back to the OS (``malloc_trim``), so memory the call needs shows up as new
+    resident pages, and the peak RSS is reset (writing 5 to ``/proc/self/clear_refs``).
+    The figure is then VmHWM (peak RSS) − VmRSS before. It counts pages actually touched,
+    and memory that the call frees and reuses counts once: the call's working set.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # reset VmHWM to the current RSS
+    before = resident_mib("VmRSS")
+    fn()
+    return resident_mib("VmHWM") - before
+
+
 def peak_extra_mib(fn: Callable[[], object], device: str, library: str) -> float | None:
     """Peak memory one call of ``fn`` allocates on top of what was in use before it, in MiB,
-    or None where it cannot be measured (PyTorch's CPU allocations are invisible here).
+    or None where it cannot be measured.
 
-    * minigen on the CPU: ``tracemalloc``, which sees NumPy's array buffers;
+    * on the CPU, both libraries: the rise of the resident set (``peak_rss_extra_mib``),
+      the lower of two calls (where the allocator places blocks varies a little); where
+      that cannot be read (not Linux/glibc), minigen via ``tracemalloc``, which sees
+      NumPy's buffers, and PyTorch not at all;
     * minigen on CUDA: a CuPy memory hook adding up the pool's mallocs and frees;
     * PyTorch on CUDA: ``torch.cuda.max_memory_allocated``.
     """
+    if device == "cpu" and rss_can_be_measured():
+        return min(peak_rss_extra_mib(fn), peak_rss_extra_mib(fn))
     if library == "torch":
         if not device.startswith("cuda") or torch is None or not torch.cuda.is_available():
             return None
@@ -244,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (under 2 minutes)")
-    parser.add_argument("--only", default=None, help="run only cases whose name contains this text")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="run only cases whose name contains this text (several: comma-separated, run in the suite's order)",
+    )
     parser.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
     parser.add_argument(
         "--threads",
@@ -268,6 +325,14 @@ def main(argv: list[str] | None = None) -> int:
         "(steadier on a machine shared with others)",
     )
     parser.add_argument(
+        "--malloc",
+        choices=["reuse", "default"],
+        default="reuse",
+        help="reuse: keep freed blocks in the process (minigen.backend.reuse_freed_memory; both libraries, "
+        "since it is process-wide), so that no row's time depends on what the C allocator did before it; "
+        "default: glibc as it comes",
+    )
+    parser.add_argument(
         "--fused",
         action="store_true",
         help="switch on minigen's opt-in fused CUDA kernels (minigen.fused; they only act on --device cuda)",
@@ -281,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         clock = time.thread_time
     if args.threads is not None:
         limit_threads(args.threads)
+    if args.malloc == "reuse":
+        mg.backend.reuse_freed_memory()
     if args.fused:
         mg.fused.enable(True)
     fused = mg.fused.is_enabled()  # also on with MINIGEN_FUSED=1: say so in the results
@@ -293,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     mg.manual_seed(0)
     peak = gemm_peak_flops(args.device, n=1024 if args.quick else 2048)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {threads} BLAS threads"
-    machine += f", {args.clock} clock"
+    machine += f", {args.clock} clock, {args.malloc} malloc"
     if args.rounds > 1:
         machine += f", best of {args.rounds} rounds"
     if fused:
@@ -307,10 +374,16 @@ def main(argv: list[str] | None = None) -> int:
                 "Warning: the machine is busier than it has cores; wall-clock ratios will be noisy "
                 "(try --threads 1 --clock cpu)"
             )
+    if args.device == "cpu":
+        memory_method = "resident set (RSS), both libraries" if rss_can_be_measured() else "tracemalloc, minigen only"
+    else:
+        memory_method = "CuPy memory hook / torch.cuda.max_memory_allocated"
     torch_version = torch.__version__ if torch else "not installed"
-    print(f"NumPy/CuPy float32 GEMM peak: {peak / 1e9:.1f} GFLOP/s; PyTorch: {torch_version}\n")
+    print(f"NumPy/CuPy float32 GEMM peak: {peak / 1e9:.1f} GFLOP/s; PyTorch: {torch_version}")
+    print(f"Peak memory: {memory_method}\n")
 
-    cases = [case for case in CASES if not args.only or args.only in case.name]
+    wanted = [text.strip() for text in args.only.split(",")] if args.only else []
+    cases = [case for case in CASES if not wanted or any(text in case.name for text in wanted)]
     rows: dict[str, dict] = {}
     for round_number in range(1, args.rounds + 1):
         for case in cases:
@@ -351,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": machine,
                 "load_average": load,
                 "gemm_peak_gflops": peak / 1e9,
+                "peak_memory": memory_method,
                 "rows": rows,
             },
             indent=2,

@@ -438,6 +438,49 @@ def test_reference_matches_conv2d_values_and_gradients(device, data, cfg):
         np.testing.assert_allclose(host(a.grad), host(r.grad), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("algorithm", ["phase grid", "channels-last"])
+@given(data=st.data(), cfg=conv_configs())
+def test_both_im2col_layouts_match_the_reference(monkeypatch, algorithm, data, cfg):
+    """Each im2col layout of ``kernels/conv.py``, forced for every shape (the rule in
+    ``prefers_channels_last`` picks one per shape), against ``conv2d_reference``: the
+    values, ∂L/∂x (through conv_transpose2d and its stride-1 conv2d) and ∂L/∂W."""
+    assume(cfg.groups == 1)
+    channels_last = algorithm == "channels-last"
+    monkeypatch.setattr(
+        conv_kernels, "prefers_channels_last", lambda x, kernel, pad, groups, out_hw: channels_last and min(pad) >= 0
+    )
+    monkeypatch.setattr(conv_kernels, "CPU_CHUNK_ELEMENTS", data.draw(st.sampled_from([1, 200, 1 << 20])))
+    x, w, b = conv_arrays(data.draw, cfg)
+    geometry = dict(stride=cfg.stride, padding=cfg.padding, dilation=cfg.dilation)
+    fast = [on("cpu", a) for a in (x, w, b) if a is not None]
+    slow = [on("cpu", a) for a in (x, w, b) if a is not None]
+    y, y_ref = conv2d(*fast, **geometry), conv2d_reference(*slow, **geometry)
+    np.testing.assert_allclose(host(y), host(y_ref), rtol=1e-10, atol=1e-10)
+    g = np.random.default_rng(4).standard_normal(y.shape)
+    y.backward(on("cpu", g, requires_grad=False))
+    y_ref.backward(on("cpu", g, requires_grad=False))
+    for a, r in zip(fast, slow):
+        np.testing.assert_allclose(host(a.grad), host(r.grad), rtol=1e-10, atol=1e-10)
+
+
+def test_the_layout_rule_follows_the_measurements():
+    """Channels-last for kernels of up to 16 taps on outputs up to 8×8 with 8 or more input
+    channels, on the CPU; the phase grid for 5×5 kernels, 16×16 outputs, one or two input
+    channels, groups, cropping (negative padding) and other devices."""
+    x = np.zeros((2, 8, 8, 8), np.float32)
+    rule = conv_kernels.prefers_channels_last
+    assert (
+        rule(x, (3, 3), (1, 1), 1, (8, 8)) and rule(x, (3, 3), (1, 1), 1, (4, 4)) and rule(x, (1, 1), (0, 0), 1, (8, 8))
+    )
+    assert rule(x, (4, 4), (1, 1), 1, (4, 4))
+    assert not rule(x, (5, 5), (2, 2), 1, (8, 8))
+    assert not rule(x, (3, 3), (1, 1), 1, (16, 16))
+    assert not rule(x[:, :2], (3, 3), (1, 1), 1, (8, 8))
+    assert not rule(x, (3, 3), (1, 1), 2, (8, 8))
+    assert not rule(x, (3, 3), (-1, 1), 1, (8, 8))
+    assert not rule(mg.backend.to_device(x, "standin"), (3, 3), (1, 1), 1, (8, 8))
+
+
 # ------------------------------------------------------------------ empty batches
 @pytest.mark.parametrize("transpose", [False, True])
 def test_backward_on_an_empty_batch(device, transpose):

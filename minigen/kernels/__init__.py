@@ -58,17 +58,24 @@ def fast_paths(on: bool = True) -> Iterator[None]:
         set_fast_paths(previous)
 
 
-from minigen.kernels.activation import gelu_backward, gelu_tanh_backward, softmax_backward  # noqa: E402
+from minigen.kernels.activation import (  # noqa: E402
+    elementwise_in_blocks,
+    gelu_backward,
+    gelu_tanh_backward,
+    softmax_backward,
+)
 from minigen.kernels.conv import conv2d_and_weight_grad  # noqa: E402
-from minigen.kernels.normalization import normalize_backward, sum_of_products  # noqa: E402
+from minigen.kernels.normalization import normalize_backward, normalize_forward, sum_of_products  # noqa: E402
 
 __all__ = [
     "conv2d_and_weight_grad",
+    "elementwise_in_blocks",
     "fast_path",
     "fast_paths",
     "gelu_backward",
     "gelu_tanh_backward",
     "normalize_backward",
+    "normalize_forward",
     "set_fast_paths",
     "softmax_backward",
     "sum_of_products",

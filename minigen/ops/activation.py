@@ -190,7 +190,9 @@ class Gelu(Function):
         if fused.applies(x.data):  # opt-in CUDA kernel (minigen/fused.py); the lines below are its reference
             self.saved = (x, None, None)  # Φ and φ are recomputed by the fused backward
             return fused.gelu_forward(x.data)
-        cdf, pdf = normal_cdf_pdf(x.data)
+        cdf, pdf = kernels.elementwise_in_blocks(
+            normal_cdf_pdf, x.data
+        )  # in cache-sized blocks (kernels/activation.py)
         self.saved = (x, cdf, pdf)
         return x.data * cdf
 

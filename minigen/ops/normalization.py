@@ -29,10 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from minigen import fused, kernels
+from minigen import kernels
 from minigen.autograd import Function, no_grad
-from minigen.kernels.normalization import sum_of_products
-from minigen.ops.reduction import reduced_count
 from minigen.tensor import Tensor
 
 
@@ -67,40 +65,11 @@ class Normalize(Function):
     ):
         if x.dtype.kind != "f":
             raise TypeError(f"normalization: needs a floating-point tensor, got dtype {x.dtype}")
-        xp = x.xp
         self.dims, self.eps, self.param_shape, self.affine = dims, eps, param_shape, affine
-        stats = tuple(a for a in (mean, var) if a is not None)
-        if fused.applies(x.data, *(p.data for p in params), *stats):  # opt-in CUDA kernels; below: the reference
-            weight, bias = self.weight_bias(params)
-            xhat, y, rstd = fused.normalize_forward(
-                x.data,
-                dims,
-                eps,
-                weight=None if weight is None else weight.data.reshape(param_shape),
-                bias=None if bias is None else bias.data.reshape(param_shape),
-                mean=mean,
-                var=var,
-            )
-            self.saved = (x, params, xhat, rstd)
-            return y
-        if mean is None:
-            mean = x.data.mean(axis=dims, keepdims=True)
-        xhat = x.data - mean
-        if var is None:  # Var = mean((x − μ)²): two passes, no cancellation as in E[x²] − μ²
-            var = sum_of_products(xhat, xhat, dims) / reduced_count(x.shape, dims)
-        rstd = 1.0 / xp.sqrt(var + eps)
-        xhat *= rstd
+        weight, bias = (None if p is None else p.data.reshape(param_shape) for p in self.weight_bias(params))
+        # x̂ = (x − μ)/σ and y = γ ⊙ x̂ + β on raw arrays, in few passes (kernels/normalization.py)
+        xhat, y, rstd = kernels.normalize_forward(x.data, dims, eps, weight, bias, mean=mean, var=var)
         self.saved = (x, params, xhat, rstd)
-        weight, bias = self.weight_bias(params)
-        y = xhat
-        if weight is not None:
-            y = xhat * weight.data.reshape(param_shape)
-        if bias is not None:
-            shift = bias.data.reshape(param_shape)
-            if y is xhat:  # x̂ is saved for backward: no in-place add on it
-                y = xhat + shift
-            else:
-                y += shift
         return y
 
     def weight_bias(self, params: tuple) -> tuple[Any, Any]:
