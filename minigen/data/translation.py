@@ -1,7 +1,8 @@
 """Digit sets for image-to-image translation: four paired tasks and one unpaired set.
 
 Every set is made from the rendered digits of ``digits.py`` (offline, seeded, the
-``"train"`` and ``"test"`` splits never share a sample), all images at once.
+``"train"`` and ``"test"`` splits never share a sample), all images at once. Targets
+are the digits as ``load_digits`` renders them, with their faint pixel noise.
 
 **Paired tasks** (pix2pix): an input x and its target y come from the *same* digit.
 
@@ -60,6 +61,7 @@ HOLE_FILL = 0.5  # masked2full: the grey value of the missing square
 # thin_thick_digits: stroke widths (output pixels at 16×16, scaled with the size) below
 # which a digit is thin, and above which it is thick; about a quarter of digits each.
 THIN_BELOW, THICK_ABOVE = 1.0, 1.9
+DIGIT_NOISE = 0.03  # the targets' pixel noise (load_digits' default): their "film grain"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,9 +119,9 @@ def _host(images: np.ndarray, op: Callable[[Tensor], Tensor]) -> np.ndarray:
         return op(Tensor(images)).numpy()
 
 
-def _clean_digits(n: int | None, split: str, size: int, seed: int) -> Digits:
-    """Noise-free digits (the targets of a paired task should hold no noise to imitate)."""
-    return load_digits(split, n=n, size=size, seed=seed, noise=0.0)
+def _digits(n: int | None, split: str, size: int, seed: int, noise: float = DIGIT_NOISE) -> Digits:
+    """The rendered digits of ``load_digits``; ``noise=0`` gives the same digits without their grain."""
+    return load_digits(split, n=n, size=size, seed=seed, noise=noise)
 
 
 def _rng(seed: int, split: str, stream: int) -> np.random.Generator:
@@ -129,9 +131,15 @@ def _rng(seed: int, split: str, stream: int) -> np.random.Generator:
 
 # ---------------------------------------------------------------------------- paired tasks
 def edges2digits(n: int | None = None, split: str = "train", size: int = 16, seed: int = 0) -> PairedDigits:
-    """Outline → digit: x = ‖∇y‖ (``edge_magnitude``), scaled so each outline's peak is 1."""
-    digits = _clean_digits(n, split, size, seed)
-    edges = _host(digits.images, edge_magnitude)
+    """Outline → digit: x = ‖∇I‖ (``edge_magnitude``) of the noise-free digit I, scaled so each
+    outline's peak is 1; y = the same digit as the data set renders it, with its pixel noise.
+
+    The outline is a drawing and carries no grain, so nothing in x predicts y's noise:
+    the L1 loss alone averages it away (a smoother output than any real digit), and
+    only the adversarial term asks for a texture like the targets'.
+    """
+    clean, digits = _digits(n, split, size, seed, noise=0.0), _digits(n, split, size, seed)
+    edges = _host(clean.images, edge_magnitude)
     edges /= np.maximum(edges.max(axis=(1, 2, 3), keepdims=True), 1e-6)
     return PairedDigits("edges2digits", edges.astype(np.float32), digits.images, digits.labels)
 
@@ -144,7 +152,7 @@ def class_colours() -> np.ndarray:
 
 def grey2colour(n: int | None = None, split: str = "train", size: int = 16, seed: int = 0) -> PairedDigits:
     """Grey → colour: y = I · rgb(hue of the class), so max over y's channels is I again."""
-    digits = _clean_digits(n, split, size, seed)
+    digits = _digits(n, split, size, seed)
     colours = class_colours()[digits.labels]  # (N, 3)
     targets = digits.images * colours[:, :, None, None]
     return PairedDigits("grey2colour", digits.images, targets.astype(np.float32), digits.labels)
@@ -154,7 +162,7 @@ def lowres2highres(n: int | None = None, split: str = "train", size: int = 16, s
     """Low → high resolution: x = bilinear ×4 of the 4×4 average-pooled digit."""
     if size % SR_FACTOR:
         raise ValueError(f"lowres2highres: size must be divisible by {SR_FACTOR}, got {size}")
-    digits = _clean_digits(n, split, size, seed)
+    digits = _digits(n, split, size, seed)
     blurred = _host(
         digits.images,
         lambda x: interpolate(avg_pool2d(x, SR_FACTOR), scale_factor=SR_FACTOR, mode="bilinear"),
@@ -168,7 +176,7 @@ def masked2full(n: int | None = None, split: str = "train", size: int = 16, seed
     The square lies at a random place inside the central region where the digit is
     (at least size/8 from each border), so it usually hides part of a stroke.
     """
-    digits = _clean_digits(n, split, size, seed)
+    digits = _digits(n, split, size, seed)
     side, margin = (3 * size) // 8, size // 8
     corners = _rng(seed, split, 0).integers(margin, size - margin - side + 1, size=(len(digits), 2))
     rows = np.arange(size)[None, :, None]
@@ -240,3 +248,31 @@ def rgb_to_hue(images: np.ndarray) -> np.ndarray:
     delta = np.maximum(top - bottom, 1e-12)
     hue = np.where(top == r, ((g - b) / delta) % 6.0, np.where(top == g, (b - r) / delta + 2.0, (r - g) / delta + 4.0))
     return np.where(top - bottom > 0, hue / 6.0, 0.0) % 1.0
+
+
+# ------------------------------------------------------------------------------- metrics
+def to_grey(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, 1, H, W): the brightest channel (HSV's value V), so a stroke of
+    ``grey2colour`` reads as the grey digit it was coloured from; grey images pass unchanged."""
+    return images.max(axis=1, keepdims=True)
+
+
+def sharpness(outputs: np.ndarray, targets: np.ndarray) -> float:
+    """Mean edge strength of the outputs over that of the targets: E‖∇ŷ‖ / E‖∇y‖.
+
+    1 means as much local contrast as real targets; below 1, blurrier; above, harsher.
+    Host arrays (N, C, H, W) in [0, 1]; ‖∇·‖ is ``edge_magnitude``.
+    """
+    if outputs.shape != targets.shape:
+        raise ValueError(f"sharpness: outputs {outputs.shape} and targets {targets.shape} must have the same shape")
+    return float(_host(outputs, edge_magnitude).mean() / max(_host(targets, edge_magnitude).mean(), 1e-12))
+
+
+def hue_accuracy(outputs: np.ndarray, targets: np.ndarray, labels: np.ndarray, stroke: float = 0.5) -> float:
+    """The fraction of stroke pixels (target brightness ≥ ``stroke``) whose output hue is
+    nearer to the hue of the digit's class than to any other class's hue (``CLASS_HUES``)."""
+    hue = rgb_to_hue(outputs)  # (N, H, W)
+    distance = np.abs(hue[..., None] - CLASS_HUES)  # to every class hue, around the circle
+    nearest = np.minimum(distance, 1.0 - distance).argmin(axis=-1)
+    strokes = to_grey(targets)[:, 0] >= stroke
+    return float((nearest == labels[:, None, None])[strokes].mean())

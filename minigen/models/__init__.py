@@ -11,7 +11,7 @@
   losses, the image pool).
 """
 
-from minigen.models import cnn, cyclegan, diffusion, gan, pix2pix, unet, vae  # image-to-image translation (issue 14)
+from minigen.models import cnn, cyclegan, diffusion, gan, pix2pix, unet, vae
 from minigen.models.bert import BERT, mlm_mask
 from minigen.models.cnn import LeNet
 from minigen.models.gpt import GPT

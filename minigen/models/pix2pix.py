@@ -33,9 +33,15 @@ training mode at test time with batches of one image, which makes it normalise e
 image by its own statistics: instance normalisation. This file says so directly:
 every norm layer is a ``GroupNorm``, whose statistics come from the one image being
 normalised, so there are no running averages and ``G.train()`` and ``G.eval()``
-compute exactly the same function (``tests/test_pix2pix.py`` checks it). pix2pix's
-dropout-as-noise is left out for the same reason: G would differ between the two modes
-(and the paper reports that G learns to ignore that noise anyway).
+compute exactly the same function (``tests/test_pix2pix.py`` checks it).
+
+**Where the randomness comes from.** A conditional GAN's generator is G(x, z): without
+a noise input z, G is a deterministic function of x and cannot draw detail that x does
+not determine (a texture, film grain), however the discriminator insists. pix2pix
+supplied z as dropout, kept on at test time; here it is explicit and optional:
+``UNetGenerator(noise_channels=k)`` stacks k channels of z ~ N(0, I) onto x (fresh each
+call, or passed as ``z=``), so G stays one function of (x, z) in both modes, with no
+dropout to switch.
 """
 
 from __future__ import annotations
@@ -121,7 +127,8 @@ class UNetGenerator(nn.Module):
     The bottleneck sees the whole image (a 2×2 map for L = 3 at 16×16), which is where
     global decisions are made (which digit is this? which colour?); the skips carry the
     input's exact stroke positions past it, so the decoder need not squeeze them through.
-    H and W must be divisible by 2^L (``levels``).
+    H and W must be divisible by 2^L (``levels``). With ``noise_channels`` = k > 0 the
+    stem sees [x, z], z ~ N(0, I) of k channels at full resolution (see the module docstring).
     """
 
     def __init__(
@@ -131,16 +138,20 @@ class UNetGenerator(nn.Module):
         base_channels: int = 16,
         levels: int = 3,
         upsample: str = "nearest",
+        noise_channels: int = 0,
     ) -> None:
         super().__init__()
         if levels < 1:
             raise ValueError(f"UNetGenerator: levels must be at least 1, got {levels}")
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"UNetGenerator: upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        if noise_channels < 0:
+            raise ValueError(f"UNetGenerator: noise_channels must be >= 0, got {noise_channels}")
         self.in_channels, self.out_channels, self.levels, self.upsample = in_channels, out_channels, levels, upsample
+        self.noise_channels = noise_channels
         widths = [base_channels * 2 ** min(k, 3) for k in range(levels + 1)]  # e₀ … e_L
         self.widths = widths
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1), nn.LeakyReLU(0.2))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels + noise_channels, widths[0], 3, padding=1), nn.LeakyReLU(0.2))
         self.encoders = nn.ModuleList([EncoderBlock(widths[k - 1], widths[k]) for k in range(1, levels + 1)])
         decoders = []
         for k in range(levels, 0, -1):  # d_k -> d_{k−1}: input d_k (plus its skip, except at the bottleneck)
@@ -160,23 +171,35 @@ class UNetGenerator(nn.Module):
                 f"{3 * factor}, ...), or choose fewer levels"
             )
 
-    def features(self, x: Tensor) -> list[Tensor]:
+    def features(self, x: Tensor, z: Tensor | None = None) -> list[Tensor]:
         """The encoder's outputs [e₀, e₁, …, e_L] (the skips, and the bottleneck last)."""
         self.check_input(x)
+        if self.noise_channels:
+            n, _, h, w = x.shape
+            if z is None:
+                z = mg.randn(n, self.noise_channels, h, w, dtype=x.dtype, device=x.device)
+            elif tuple(z.shape) != (n, self.noise_channels, h, w):
+                raise ValueError(
+                    f"UNetGenerator: z must have shape {(n, self.noise_channels, h, w)}, got {tuple(z.shape)}"
+                )
+            x = mg.cat([x, z], dim=1)
+        elif z is not None:
+            raise ValueError("UNetGenerator: z was given to a generator built with noise_channels=0")
         skips = [self.stem(x)]
         for encoder in self.encoders:
             skips.append(encoder(skips[-1]))
         return skips
 
-    def forward(self, x: Tensor) -> Tensor:
-        skips = self.features(x)
+    def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
+        skips = self.features(x, z)
         h = skips.pop()  # the bottleneck e_L
         for decoder in self.decoders:
             h = mg.cat([decoder(h), skips.pop()], dim=1)
         return self.head(h).tanh()
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels} -> {self.out_channels}, levels={self.levels}, upsample={self.upsample!r}"
+        noise = f", noise_channels={self.noise_channels}" if self.noise_channels else ""
+        return f"{self.in_channels} -> {self.out_channels}, levels={self.levels}, upsample={self.upsample!r}{noise}"
 
 
 # ======================================================================== discriminator
@@ -206,9 +229,9 @@ def receptive_field(layers: Sequence[nn.Module]) -> int:
 class PatchDiscriminator(nn.Module):
     """A PatchGAN: a map of logits, one per receptive field ("patch") of the input.
 
-        Conv 4×4 stride 2 → LeakyReLU(0.2)                          (no norm on the raw pixels)
-        [Conv 3×3 → GroupNorm → LeakyReLU(0.2)] × (num_layers − 1)   (channels doubling)
-        Conv 3×3 → 1 logit per position                              (N, 1, H/2, W/2)
+        Conv 4×4 stride 2 → LeakyReLU(0.2)
+        [Conv 3×3 → LeakyReLU(0.2)] × (num_layers − 1)              (channels doubling)
+        Conv 3×3 → 1 logit per position                             (N, 1, H/2, W/2)
 
     Each logit judges only its patch, so D penalises structure at the scale of patches
     (texture, sharpness) and the loss averages over them. The patch side, computed by
@@ -220,6 +243,11 @@ class PatchDiscriminator(nn.Module):
     (the 3×3 layers come after the stride-2 one, so each widens r by 2·2). For a
     *conditional* PatchGAN (pix2pix) pass the condition: ``D(y, condition=x)`` stacks
     input and output as channels, [x, y], so ``in_channels`` counts both.
+
+    There is no normalisation layer: a norm whose statistics are taken over the image
+    (batch, instance or group norm) would make every logit depend on every pixel through
+    those statistics, and the patch would no longer be a patch (the receptive-field
+    test, which perturbs one pixel and watches which logits move, would see all of them).
     """
 
     def __init__(self, in_channels: int, base_channels: int = 32, num_layers: int = 2) -> None:
@@ -230,11 +258,7 @@ class PatchDiscriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(in_channels, base_channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
         width = base_channels
         for _ in range(num_layers - 1):
-            layers += [
-                nn.Conv2d(width, 2 * width, 3, padding=1),
-                nn.GroupNorm(num_groups_for(2 * width), 2 * width),
-                nn.LeakyReLU(0.2),
-            ]
+            layers += [nn.Conv2d(width, 2 * width, 3, padding=1), nn.LeakyReLU(0.2)]
             width *= 2
         layers.append(nn.Conv2d(width, 1, 3, padding=1))
         self.net = nn.Sequential(*layers)
