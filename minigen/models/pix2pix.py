@@ -332,10 +332,11 @@ def train_step(
     x: Tensor,
     y: Tensor,
     l1_weight: float = L1_WEIGHT,
+    z: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """One pix2pix iteration on a batch of pairs (x, y): D first, then G.
 
-    1. G(x) is computed once.
+    1. G(x, z) is computed once (z: G's noise input, drawn by G when not given).
     2. D step on (x, y) against (x, G(x).detach()): the detached fake carries no graph
        into G, so this step cannot change G.
     3. G step on the same G(x), with D frozen (``requires_grad_(False)``): gradient flows
@@ -344,7 +345,7 @@ def train_step(
     Returns detached device scalars (no host sync): ``d_loss``, ``g_loss``, ``g_adv``,
     ``l1`` and D's mean probabilities ``D(x,y)`` and ``D(x,G(x))``.
     """
-    fake = generator(x)
+    fake = generator(x) if z is None else generator(x, z)
 
     real_logits = discriminator(y, condition=x)
     fake_logits = discriminator(fake.detach(), condition=x)
