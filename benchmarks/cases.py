@@ -614,7 +614,10 @@ def cyclegan_digits(device: str, quick: bool) -> Built:
     def theirs():
         return twins.cyclegan_training_step(twin, topt_g, topt_d, tx, ty)
 
-    return training_pair([(model, twin)], mine, theirs)
+    # Six generator passes and two GroupNorm-ed U-Nets per step: in float32 the gradients of
+    # the two libraries differ by up to ~0.7% of their scale (in float64 they agree to 1e-14,
+    # so the twin is exact; the rounding differs), hence a looser tolerance than other rows.
+    return training_pair([(model, twin)], mine, theirs, tol=1e-2)
 
 
 # ----------------------------------------------------------------------------- list

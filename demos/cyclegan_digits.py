@@ -23,6 +23,7 @@ G losses per step and D's mean scores (a D loss that collapses to 0, or real and
 scores that split to 1 and 0, means D has won).
 
 Pictures (in --out):
+    domains.png        training digits of domain A (thin) and domain B (thick): no pairs
     translations.png   x, G(x), F(G(x)) rows for thin digits, then y, F(y), G(F(y)) for thick ones
     losses.png         the D loss and the generators' LSGAN losses per step; cycle.png: cycle and identity
     d_scores.png       D_A and D_B's mean scores on real images and on pooled fakes
@@ -171,6 +172,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ----------------------------------------------------------------- pictures
     show = min(10, len(test.a))
+    save_labelled_grid(
+        np.concatenate([train.a.images[: 2 * show], train.b.images[: 2 * show]]),
+        out / "domains.png",
+        nrow=show,
+        row_labels=["A: thin", "", "B: thick", ""],
+        title="the unpaired training domains (two independent samples)",
+    )
     rows = [
         test.a.images[:show], a2b[:show], to_unit(x_cycled)[:show],
         test.b.images[:show], b2a[:show], to_unit(y_cycled)[:show],
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out / "translations.png",
         nrow=show,
         row_labels=["x (thin)", "G(x)", "F(G(x))", "y (thick)", "F(y)", "G(F(y))"],
-        title="CycleGAN, held-out digits: thin → thick → thin, and thick → thin → thick",
+        title="CycleGAN on held-out digits: thin to thick and back, thick to thin and back",
     )
     h = log.history
     line_plot(

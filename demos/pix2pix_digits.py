@@ -2,7 +2,7 @@
 
     python demos/pix2pix_digits.py [--task edges2digits|grey2colour|lowres2highres|masked2full]
                                    [--device cuda] [--quick] [--steps N] [--pretrain-steps P]
-                                   [--upsample nearest|transposed]
+                                   [--upsample nearest|transposed] [--noise-channels K]
 
 1. **Pre-training** (the lecture's option when pairs exist). A U-Net generator G learns
    the per-pixel L1 loss alone for P steps, so the adversarial game starts from outputs
@@ -20,7 +20,8 @@
    ``hue_accuracy`` is the fraction of stroke pixels painted in their class's hue.
 
 Pictures (in --out):
-    translations.png   columns of pairs; rows: input, pix2pix, L1 only, target (labelled)
+    pairs.png          training pairs of the task: inputs above, targets below
+    translations.png   held-out pairs in columns; rows: input, pix2pix, L1 only, target (labelled)
     losses.png         D's loss and G's adversarial loss per step; l1.png: the L1 term of both models
     d_outputs.png      D's mean probability on real pairs and on pix2pix's pairs
 """
@@ -49,7 +50,6 @@ SIZE = 16
 DEFAULT = dict(steps=400, pretrain=200, batch=32, n_train=10_000, n_test=1000, classifier_epochs=2)
 QUICK = dict(steps=4, pretrain=2, batch=8, n_train=256, n_test=64, classifier_epochs=1)
 LR, BETAS = 2e-4, (0.5, 0.999)  # pix2pix's Adam settings
-NOISE_CHANNELS = 1  # G(x, z): one channel of z ~ N(0, I), from which G can draw what x does not say
 
 
 def extra_flags(parser: Any) -> None:
@@ -62,6 +62,9 @@ def extra_flags(parser: Any) -> None:
     )
     parser.add_argument(
         "--upsample", default="nearest", choices=UPSAMPLE_MODES, help="decoder upsampling (default nearest)"
+    )
+    parser.add_argument(
+        "--noise-channels", type=non_negative_int, default=0, help="channels of noise z in G(x, z) (default 0)"
     )
 
 
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     judge_accuracy = accuracy(classifier, to_grey(test.targets), test.labels, device=device)
 
     # ----------------------------------------------------------------- the models
-    shape = dict(base_channels=16, levels=3, upsample=args.upsample, noise_channels=NOISE_CHANNELS)
+    shape = dict(base_channels=16, levels=3, upsample=args.upsample, noise_channels=args.noise_channels)
     l1_only = UNetGenerator(in_channels, out_channels, **shape).to(device)
     generator = UNetGenerator(in_channels, out_channels, **shape).to(device)
     discriminator = PatchDiscriminator(in_channels + out_channels, base_channels=32, num_layers=2).to(device)
@@ -158,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "pretrain_steps": cfg["pretrain"],
             "adversarial_steps": cfg["steps"],
             "upsample": args.upsample,
+            "noise_channels": args.noise_channels,
             "discriminator_receptive_field": discriminator.receptive_field,
             "final_D(x,y)": log.last("D(x,y)"),
             "final_D(x,G(x))": log.last("D(x,G(x))"),
@@ -170,6 +174,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def colour(images: np.ndarray) -> np.ndarray:
         return np.repeat(images, 3, axis=1) if images.shape[1] == 1 else images
 
+    save_labelled_grid(
+        np.concatenate([colour(train.inputs[:show]), colour(train.targets[:show])]),
+        out / "pairs.png",
+        nrow=show,
+        row_labels=["input x", "target y"],
+        title=f"{task}: training pairs",
+    )
     rows = [test.inputs[:show], outputs["pix2pix"][:show], outputs["L1 only"][:show], test.targets[:show]]
     save_labelled_grid(
         np.concatenate([colour(r) for r in rows]),

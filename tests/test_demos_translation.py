@@ -38,7 +38,7 @@ def _run(name: str, tmp_path: Path, *flags: str) -> dict:
         ("edges2digits", ()),
         ("grey2colour", ()),
         ("lowres2highres", ("--upsample", "transposed")),
-        ("masked2full", ("--pretrain-steps", "0")),
+        ("masked2full", ("--pretrain-steps", "0", "--noise-channels", "1")),
     ],
 )
 def test_pix2pix_demo_quick(tmp_path, task, flags):
@@ -47,7 +47,8 @@ def test_pix2pix_demo_quick(tmp_path, task, flags):
     assert ("hue_accuracy" in metrics) == (task == "grey2colour")
     assert metrics["upsample"] == ("transposed" if "transposed" in flags else "nearest")
     assert metrics["pretrain_steps"] == (0 if "--pretrain-steps" in flags else 2)
-    for picture in ("translations.png", "losses.png", "l1.png", "d_outputs.png"):
+    assert metrics["noise_channels"] == (1 if "--noise-channels" in flags else 0)
+    for picture in ("pairs.png", "translations.png", "losses.png", "l1.png", "d_outputs.png"):
         assert (tmp_path / picture).stat().st_size > 0
 
 
@@ -66,7 +67,7 @@ def test_cyclegan_demo_quick(tmp_path):
     metrics = _run("cyclegan_digits", tmp_path, "--quick")
     assert CYCLEGAN_KEYS <= set(metrics)
     assert {"cycle_l1_noisy", "background_a2b", "background_b2a"} <= set(metrics)  # the pitfalls' signs
-    for picture in ("translations.png", "losses.png", "cycle.png", "d_scores.png"):
+    for picture in ("domains.png", "translations.png", "losses.png", "cycle.png", "d_scores.png"):
         assert (tmp_path / picture).stat().st_size > 0
 
 
@@ -95,4 +96,4 @@ def test_cyclegan_keeps_the_digit_and_changes_the_stroke(tmp_path):
     for key in CYCLEGAN_KEYS - {"cycle_l1"}:
         assert metrics[key] >= 0.90, key
     assert metrics["cycle_l1"] < 0.05
-    assert metrics["background_a2b"] < 0.1 and metrics["background_b2a"] < 0.1  # no colour inversion
+    assert metrics["background_a2b"] < 0.25 and metrics["background_b2a"] < 0.25  # no colour inversion (≈ 0.9)

@@ -12,6 +12,7 @@ import minigen as mg
 from minigen.data import load_digits
 from minigen.data.translation import (
     CLASS_HUES,
+    DIGIT_NOISE,
     EDGE_KERNEL_H,
     EDGE_KERNEL_V,
     HOLE_FILL,
@@ -75,7 +76,7 @@ def test_paired_tasks_are_seeded_pairs_of_the_same_digit(task):
     assert train.inputs.dtype == train.targets.dtype == np.float32
     for images in train.arrays:
         assert images.min() >= 0.0 and images.max() <= 1.0
-    digits = load_digits("train", n=N, size=16)
+    digits = load_digits("train", n=N, size=16, noise=DIGIT_NOISE)
     np.testing.assert_array_equal(train.labels, digits.labels)
     np.testing.assert_array_equal(to_grey(train.targets), digits.images)  # the target is the rendered digit
     again = paired_digits(task, N, "train")

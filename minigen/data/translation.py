@@ -2,7 +2,8 @@
 
 Every set is made from the rendered digits of ``digits.py`` (offline, seeded, the
 ``"train"`` and ``"test"`` splits never share a sample), all images at once. Targets
-are the digits as ``load_digits`` renders them, with their faint pixel noise.
+are the digits as ``load_digits`` renders them, with a visible grain (pixel noise of σ
+up to ``DIGIT_NOISE`` = 0.1, where the default digits have 0.03).
 
 **Paired tasks** (pix2pix): an input x and its target y come from the *same* digit.
 
@@ -61,7 +62,9 @@ HOLE_FILL = 0.5  # masked2full: the grey value of the missing square
 # thin_thick_digits: stroke widths (output pixels at 16×16, scaled with the size) below
 # which a digit is thin, and above which it is thick; about a quarter of digits each.
 THIN_BELOW, THICK_ABOVE = 1.0, 1.9
-DIGIT_NOISE = 0.03  # the targets' pixel noise (load_digits' default): their "film grain"
+# The paired targets' pixel noise (each image's σ is drawn in [0, DIGIT_NOISE]): a film
+# grain that no input predicts. L1 alone averages it away; the discriminator notices.
+DIGIT_NOISE = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,11 +135,11 @@ def _rng(seed: int, split: str, stream: int) -> np.random.Generator:
 # ---------------------------------------------------------------------------- paired tasks
 def edges2digits(n: int | None = None, split: str = "train", size: int = 16, seed: int = 0) -> PairedDigits:
     """Outline → digit: x = ‖∇I‖ (``edge_magnitude``) of the noise-free digit I, scaled so each
-    outline's peak is 1; y = the same digit as the data set renders it, with its pixel noise.
+    outline's peak is 1; y = the same digit with its grain (``DIGIT_NOISE``).
 
     The outline is a drawing and carries no grain, so nothing in x predicts y's noise:
     the L1 loss alone averages it away (a smoother output than any real digit), and
-    only the adversarial term asks for a texture like the targets'.
+    only the adversarial term asks for local contrast like the targets'.
     """
     clean, digits = _digits(n, split, size, seed, noise=0.0), _digits(n, split, size, seed)
     edges = _host(clean.images, edge_magnitude)
