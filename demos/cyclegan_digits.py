@@ -105,26 +105,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     opt_g, opt_d = make_optimizers(model)  # Adam(2e-4, β = (0.5, 0.999)) for G+F, and for D_A+D_B
     schedules = make_schedulers(opt_g, opt_d, steps)  # constant, then linearly to 0 over the second half
     pool_a, pool_b = ImagePool(50), ImagePool(50)
-    batches_a = endless(
-        DataLoader(
-            (to_model(train.a.images),),
-            batch_size=cfg["batch"],
-            shuffle=True,
-            drop_last=True,
-            seed=args.seed,
-            device=device,
-        )
-    )
-    batches_b = endless(
-        DataLoader(
-            (to_model(train.b.images),),
-            batch_size=cfg["batch"],
-            shuffle=True,
-            drop_last=True,
-            seed=args.seed + 1,
-            device=device,
-        )
-    )
+    batches_a, batches_b = (
+        endless(DataLoader((to_model(images),), cfg["batch"], shuffle=True, drop_last=True, seed=seed, device=device))
+        for images, seed in ((train.a.images, args.seed), (train.b.images, args.seed + 1))
+    )  # two independent streams: each step pairs a random thin batch with a random thick one
     log = TrainingLog(sync_every=50)
     bar = tqdm(range(steps), desc="CycleGAN thin ↔ thick", leave=False)
     for _ in bar:

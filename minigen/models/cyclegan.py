@@ -74,7 +74,7 @@ from typing import Any
 
 import minigen as mg
 import minigen.nn as nn
-from minigen.models.pix2pix import PatchDiscriminator, UNetGenerator
+from minigen.models.pix2pix import PatchDiscriminator, UNetGenerator, frozen
 from minigen.ops.loss import l1_loss, mse_loss
 from minigen.optim import Adam, LambdaLR
 from minigen.tensor import Tensor
@@ -342,17 +342,11 @@ def train_step(
     as G and F improve).
     """
     # 1. Generators: D_A and D_B frozen, so the backward stores no gradient for them.
-    discriminators = (model.D_A, model.D_B)
-    for d in discriminators:
-        d.requires_grad_(False)
-    try:
+    with frozen(model.D_A, model.D_B):
         terms = generator_terms(model.G, model.F, model.D_A, model.D_B, x, y, lambda_cyc, lambda_id)
         opt_g.zero_grad()
         terms.total.backward()
         opt_g.step()
-    finally:
-        for d in discriminators:
-            d.requires_grad_(True)
 
     # 2. Discriminators, on pooled fakes: detached, so G and F are out of reach.
     fake_x, fake_y = pool_a.query(terms.fake_x), pool_b.query(terms.fake_y)

@@ -25,8 +25,8 @@ Contents (reading order):
   convolutions or with nearest-neighbour upsampling + convolution (``upsample=``);
 * the discriminator ``PatchDiscriminator`` and ``receptive_field``;
 * the losses ``generator_loss``, ``discriminator_loss``, ``l1_loss``;
-* training: ``pretrain_step`` (L1 only, the lecture's optional pre-training of G) and
-  ``train_step`` (one D update, then one G update).
+* training: ``pretrain_step`` (L1 only, the lecture's optional pre-training of G),
+  ``train_step`` (one D update, then one G update) and ``frozen`` (D during G's update).
 
 **Batch norm and test time.** Isola et al. normalise with batch norm but keep it in
 training mode at test time with batches of one image, which makes it normalise each
@@ -46,7 +46,8 @@ dropout to switch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import minigen as mg
@@ -310,6 +311,23 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 
 
 # ============================================================================= training
+@contextlib.contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Inside the block the modules' parameters need no gradient; afterwards they do again.
+
+    Used for the generator's step of a GAN: its loss goes *through* D, so the gradient
+    still flows through D's layers to G's output, but none is stored for D's weights
+    (D is not updated by this step, and its ``.grad`` keeps nothing of G's loss).
+    """
+    for module in modules:
+        module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.requires_grad_(True)
+
+
 def pretrain_step(generator: nn.Module, optimizer: Any, x: Tensor, y: Tensor) -> dict[str, Tensor]:
     """One step of per-pixel pre-training: minimise E|y − G(x)| alone (no discriminator).
 
@@ -339,7 +357,7 @@ def train_step(
     1. G(x, z) is computed once (z: G's noise input, drawn by G when not given).
     2. D step on (x, y) against (x, G(x).detach()): the detached fake carries no graph
        into G, so this step cannot change G.
-    3. G step on the same G(x), with D frozen (``requires_grad_(False)``): gradient flows
+    3. G step on the same G(x), with D ``frozen``: gradient flows
        *through* D into G(x), but no gradient is stored for D's weights.
 
     Returns detached device scalars (no host sync): ``d_loss``, ``g_loss``, ``g_adv``,
@@ -354,14 +372,11 @@ def train_step(
     d_loss.backward()
     opt_d.step()
 
-    discriminator.requires_grad_(False)
-    try:
+    with frozen(discriminator):
         g_loss, adversarial, per_pixel = generator_loss(discriminator(fake, condition=x), fake, y, l1_weight)
         opt_g.zero_grad()
         g_loss.backward()
         opt_g.step()
-    finally:
-        discriminator.requires_grad_(True)
     return {
         "d_loss": d_loss.detach(),
         "g_loss": g_loss.detach(),
