@@ -534,3 +534,136 @@ class UNet(nn.Module):
         for up in self.ups:
             h = up(h, skips.pop(), temb)
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+# ------------------------------------------------------------- pix2pix and CycleGAN
+class EncoderBlock(nn.Module):
+    """minigen.models.pix2pix.EncoderBlock: Conv 4×4 s2 → GroupNorm → LeakyReLU(0.2)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1)
+        self.norm = nn.GroupNorm(num_groups_for(out_channels), out_channels)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class DecoderBlock(nn.Module):
+    """minigen.models.pix2pix.DecoderBlock: ×2 (transposed conv, or nearest + conv 3×3) → GroupNorm → ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, upsample: str = "nearest") -> None:
+        super().__init__()
+        if upsample == "transposed":
+            self.up = nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1)
+        else:
+            self.up = nn.Sequential(Upsample(), nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.norm = nn.GroupNorm(num_groups_for(out_channels), out_channels)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.up(x)))
+
+
+class UNetGenerator(nn.Module):
+    """minigen.models.pix2pix.UNetGenerator (z, when it has noise channels, is passed in)."""
+
+    def __init__(self, in_channels=1, out_channels=1, base_channels=16, levels=3, upsample="nearest", noise_channels=0):
+        super().__init__()
+        widths = [base_channels * 2 ** min(k, 3) for k in range(levels + 1)]
+        self.stem = nn.Sequential(nn.Conv2d(in_channels + noise_channels, widths[0], 3, padding=1), nn.LeakyReLU(0.2))
+        self.encoders = nn.ModuleList([EncoderBlock(widths[k - 1], widths[k]) for k in range(1, levels + 1)])
+        self.decoders = nn.ModuleList(
+            [
+                DecoderBlock(widths[k] if k == levels else 2 * widths[k], widths[k - 1], upsample)
+                for k in range(levels, 0, -1)
+            ]
+        )
+        self.head = nn.Conv2d(2 * widths[0], out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        skips = [self.stem(x if z is None else torch.cat([x, z], dim=1))]
+        for encoder in self.encoders:
+            skips.append(encoder(skips[-1]))
+        h = skips.pop()
+        for decoder in self.decoders:
+            h = torch.cat([decoder(h), skips.pop()], dim=1)
+        return torch.tanh(self.head(h))
+
+
+class PatchDiscriminator(nn.Module):
+    """minigen.models.pix2pix.PatchDiscriminator (no normalisation layers)."""
+
+    def __init__(self, in_channels: int, base_channels: int = 32, num_layers: int = 2) -> None:
+        super().__init__()
+        layers = [nn.Conv2d(in_channels, base_channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        width = base_channels
+        for _ in range(num_layers - 1):
+            layers += [nn.Conv2d(width, 2 * width, 3, padding=1), nn.LeakyReLU(0.2)]
+            width *= 2
+        layers.append(nn.Conv2d(width, 1, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(image if condition is None else torch.cat([condition, image], dim=1))
+
+
+def pix2pix_training_step(generator, discriminator, opt_g, opt_d, x, y, z, l1_weight=100.0) -> dict[str, torch.Tensor]:
+    """minigen.models.pix2pix.train_step: D on (x, y) vs (x, G(x, z)) detached, halved; then G, D frozen."""
+    bce = F.binary_cross_entropy_with_logits
+    fake = generator(x, z)
+    real_logits, fake_logits = discriminator(y, x), discriminator(fake.detach(), x)
+    d_loss = 0.5 * (bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits)))
+    opt_d.zero_grad()
+    d_loss.backward()
+    opt_d.step()
+    discriminator.requires_grad_(False)
+    try:
+        logits = discriminator(fake, x)
+        g_loss = bce(logits, torch.ones_like(logits)) + l1_weight * (fake - y).abs().mean()
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+    finally:
+        discriminator.requires_grad_(True)
+    return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+
+class CycleGAN(nn.Module):
+    """minigen.models.cyclegan.CycleGAN: G, F (U-Nets), D_A, D_B (PatchGANs)."""
+
+    def __init__(self, channels=1, base_channels=16, levels=2, upsample="nearest", disc_channels=32, disc_layers=2):
+        super().__init__()
+        self.G = UNetGenerator(channels, channels, base_channels, levels, upsample)
+        self.F = UNetGenerator(channels, channels, base_channels, levels, upsample)
+        self.D_A = PatchDiscriminator(channels, disc_channels, disc_layers)
+        self.D_B = PatchDiscriminator(channels, disc_channels, disc_layers)
+
+
+def cyclegan_training_step(model, opt_g, opt_d, x, y, lambda_cyc=10.0, lambda_id=5.0) -> dict[str, torch.Tensor]:
+    """minigen.models.cyclegan.train_step with image pools of size 0 (the fakes themselves)."""
+    G, F_, D_A, D_B = model.G, model.F, model.D_A, model.D_B
+    l1 = lambda a, b: (a - b).abs().mean()  # noqa: E731
+    for d in (D_A, D_B):
+        d.requires_grad_(False)
+    try:
+        fake_y, fake_x = G(x), F_(y)
+        gan = ((D_B(fake_y) - 1) ** 2).mean() + ((D_A(fake_x) - 1) ** 2).mean()
+        cycle = l1(F_(fake_y), x) + l1(G(fake_x), y)
+        identity = l1(G(y), y) + l1(F_(x), x)
+        g_loss = gan + lambda_cyc * cycle + lambda_id * identity
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+    finally:
+        for d in (D_A, D_B):
+            d.requires_grad_(True)
+    fake_x, fake_y = fake_x.detach(), fake_y.detach()
+    d_loss = 0.5 * (((D_A(x) - 1) ** 2).mean() + (D_A(fake_x) ** 2).mean()) + 0.5 * (
+        ((D_B(y) - 1) ** 2).mean() + (D_B(fake_y) ** 2).mean()
+    )
+    opt_d.zero_grad()
+    d_loss.backward()
+    opt_d.step()
+    return {"g_loss": g_loss.detach(), "d_loss": d_loss.detach()}

@@ -129,6 +129,25 @@ MISTAKES = [
      "QSample forward", "off by one"),
     ("ddpm", "first sample's t for the batch", "alpha_bars.data[t.data]", "alpha_bars.data[t.data[0]]",
      "QSample forward", "first sample's t"),
+    # 11. CycleGAN objectives (issue 14): the four mistakes the issue lists, then the L1 backward
+    ("cyclegan_losses", "cycle in one direction only",
+     "cycle = L1Loss.apply(F(fake_y), x) + L1Loss.apply(G(fake_x), y)", "cycle = L1Loss.apply(F(fake_y), x)",
+     "property: generator objective matches the lecture", "one direction only"),
+    ("cyclegan_losses", "identity term missing", "return gan + lambda_cyc * cycle + lambda_id * identity",
+     "return gan + lambda_cyc * cycle", "property: generator objective matches the lecture",
+     "identity term is missing"),
+    ("cyclegan_losses", "fake not detached for D", "fake_x, fake_y = fake_x.detach(), fake_y.detach()", "pass",
+     "property: discriminator step leaves G and F alone", "detach the fakes"),
+    ("cyclegan_losses", "L2 for L1 (cycle)", "cycle = L1Loss.apply(F(fake_y), x) + L1Loss.apply(G(fake_x), y)",
+     "cycle = ((F(fake_y) - x) ** 2).mean() + ((G(fake_x) - y) ** 2).mean()",
+     "property: generator objective matches the lecture", "squared (L2) error where the lecture says L1"),
+    ("cyclegan_losses", "L2 for L1 (L1Loss)", "return output.xp.abs(diff).mean()", "return (diff**2).mean()",
+     "L1Loss forward", "SQUARED error (L2) where the lecture says L1"),
+    ("cyclegan_losses", "L1 backward without 1/n", "d = grad.data * grad.xp.sign(diff) / diff.size",
+     "d = grad.data * grad.xp.sign(diff)", "L1Loss gradcheck", "1/n of the mean is missing"),
+    ("cyclegan_losses", "generator fakes detached before D", "gan = lsgan(D_B(fake_y), 1.0)",
+     "gan = lsgan(D_B(fake_y.detach()), 1.0)", "property: generator gradients reach G and F",
+     "adversarial terms send no gradient"),
 ]
 
 # Mistakes whose hint used to mislead: the right hint must appear and the old, wrong one must not.
@@ -283,7 +302,7 @@ def test_cli_list_names_every_exercise(capsys):
     out = capsys.readouterr().out
     for name in EXERCISES:
         assert name in out
-    assert len(EXERCISES) == 10
+    assert len(EXERCISES) == 11
 
 
 def test_cli_start_never_overwrites_without_force(tmp_path, capsys):

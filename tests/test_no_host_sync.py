@@ -523,3 +523,64 @@ def test_diffusion_toy2d_step() -> None:
         p["pending"].append(loss.detach())
 
     check_step(build, step)
+
+
+# ------------------------------------------------------------ image-to-image (issue 14)
+def test_pix2pix_step() -> None:
+    """demos/pix2pix_digits.py: G(x, z) with z drawn on the device, the D step then the G step
+    (D frozen), and the L1-only model's per-pixel step alongside."""
+    from minigen.models import pix2pix
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((4, 1, 8, 8), dtype=np.float32) * 2 - 1, rng.random((4, 1, 8, 8), dtype=np.float32) * 2 - 1
+
+    def build(device: str) -> dict:
+        shape = dict(base_channels=4, levels=2, noise_channels=1)
+        G, G_l1 = pix2pix.UNetGenerator(1, 1, **shape).to(device), pix2pix.UNetGenerator(1, 1, **shape).to(device)
+        D = pix2pix.PatchDiscriminator(2, base_channels=4, num_layers=2).to(device)
+        adam = {"lr": 2e-4, "betas": (0.5, 0.999)}
+        opts = {
+            "opt_g": mg.optim.Adam(G.parameters(), **adam),
+            "opt_d": mg.optim.Adam(D.parameters(), **adam),
+            "opt_l1": mg.optim.Adam(G_l1.parameters(), **adam),
+        }
+        return {
+            "G": G,
+            "G_l1": G_l1,
+            "D": D,
+            **opts,
+            "x": _on(device, x),
+            "y": _on(device, y),
+            "log": gan.TrainingLog(50),
+        }
+
+    def step(p: dict) -> None:
+        stats = pix2pix.train_step(p["G"], p["D"], p["opt_g"], p["opt_d"], p["x"], p["y"])
+        stats["l1 (L1 only)"] = pix2pix.pretrain_step(p["G_l1"], p["opt_l1"], p["x"], p["y"])["l1"]
+        p["log"].record(stats)
+
+    check_step(build, step)
+
+
+def test_cyclegan_step() -> None:
+    """demos/cyclegan_digits.py: generators then discriminators on pooled fakes (the pool's
+    choices drawn on the device; a pool of 2 so both steps swap), LR schedules."""
+    from minigen.models import cyclegan
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((4, 1, 8, 8), dtype=np.float32) * 2 - 1, rng.random((4, 1, 8, 8), dtype=np.float32) * 2 - 1
+
+    def build(device: str) -> dict:
+        model = cyclegan.CycleGAN(1, base_channels=4, levels=2, disc_channels=4, disc_layers=2).to(device)
+        opt_g, opt_d = cyclegan.make_optimizers(model)
+        parts = {"model": model, "opt_g": opt_g, "opt_d": opt_d, "schedules": cyclegan.make_schedulers(opt_g, opt_d, 4)}
+        pools = {"pool_a": cyclegan.ImagePool(2), "pool_b": cyclegan.ImagePool(2)}
+        return {**parts, **pools, "x": _on(device, x), "y": _on(device, y), "log": gan.TrainingLog(50)}
+
+    def step(p: dict) -> None:
+        stats = cyclegan.train_step(p["model"], p["opt_g"], p["opt_d"], p["x"], p["y"], p["pool_a"], p["pool_b"])
+        for schedule in p["schedules"]:
+            schedule.step()
+        p["log"].record(stats)
+
+    check_step(build, step)

@@ -7,6 +7,8 @@ int64 labels); ``DataLoader`` turns batches into Tensors on a device.
   ``spirals``, ``checkerboard``, ``energy_distance``, ``mode_coverage``
 * pictures: ``make_shapes`` (circles, squares, triangles), ``load_digits`` /
   ``make_digits`` (rendered MNIST-like digits with stroke-thickness metadata)
+* image-to-image translation: ``paired_digits(task)`` with the tasks ``edges2digits``,
+  ``grey2colour``, ``lowres2highres``, ``masked2full``; ``thin_thick_digits`` (unpaired)
 * standard files on disk: ``load_mnist``, ``load_fashion_mnist``, ``load_cifar10``
 """
 
@@ -33,30 +35,50 @@ from minigen.data.toy2d import (
     swiss_roll,
     two_moons,
 )
+from minigen.data.translation import (
+    PAIRED_TASKS,
+    PairedDigits,
+    UnpairedDigits,
+    edges2digits,
+    grey2colour,
+    lowres2highres,
+    masked2full,
+    paired_digits,
+    thin_thick_digits,
+)
 
 __all__ = [
     "CIFAR10_CLASSES",
     "FASHION_MNIST_CLASSES",
+    "PAIRED_TASKS",
     "SHAPE_NAMES",
     "DataLoader",
     "Digits",
+    "PairedDigits",
     "TensorDataset",
+    "UnpairedDigits",
     "checkerboard",
     "default_cache_dir",
     "eight_gaussian_centers",
+    "edges2digits",
     "eight_gaussians",
     "energy_distance",
+    "grey2colour",
     "load_cifar10",
     "load_digits",
     "load_fashion_mnist",
     "load_mnist",
+    "lowres2highres",
     "make_digits",
     "make_shapes",
+    "masked2full",
     "mode_coverage",
+    "paired_digits",
     "parse_idx",
     "read_cifar_batch",
     "read_idx",
     "spirals",
     "swiss_roll",
+    "thin_thick_digits",
     "two_moons",
 ]

@@ -27,6 +27,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from minigen.exercises import (  # noqa: E402
     attention,
     conv2d,
+    cyclegan_losses,
     ddpm,
     layer_norm,
     matmul,
@@ -51,6 +52,7 @@ EXERCISES: dict[str, ModuleType] = {
         rope,
         vae,
         ddpm,
+        cyclegan_losses,
     )
 }
 

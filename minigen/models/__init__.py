@@ -6,9 +6,12 @@
 * Generative models: ``gan`` (losses, Algorithm 1, MLP/DCGAN/conditional, WGAN-GP), ``vae``
   (reparameterisation, KL, ELBO), ``diffusion`` (schedules, DDPM, DDIM, guidance) and
   ``unet`` (the denoiser). Import them as modules: ``from minigen.models import gan``.
+* Image-to-image translation: ``pix2pix`` (paired: U-Net generator, conditional PatchGAN,
+  adversarial + λ·L1) and ``cyclegan`` (unpaired: G, F, D_A, D_B, cycle and identity
+  losses, the image pool).
 """
 
-from minigen.models import cnn, diffusion, gan, unet, vae
+from minigen.models import cnn, cyclegan, diffusion, gan, pix2pix, unet, vae
 from minigen.models.bert import BERT, mlm_mask
 from minigen.models.cnn import LeNet
 from minigen.models.gpt import GPT
