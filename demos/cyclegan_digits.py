@@ -47,8 +47,7 @@ from minigen.data.translation import thin_thick_digits
 from minigen.models.cnn import LeNet, accuracy, fit_classifier, predict
 from minigen.models.cyclegan import CycleGAN, ImagePool, make_optimizers, make_schedulers, train_step
 from minigen.models.pix2pix import UPSAMPLE_MODES
-from minigen.utils import TrainingLog, line_plot
-from minigen.utils.labelled_grid import save_labelled_grid
+from minigen.utils import TrainingLog, line_plot, save_image_grid
 
 SIZE = 16
 DEFAULT = dict(steps=300, batch=16, n_train=4000, n_test=1000, n_digits=10_000, classifier_epochs=2)
@@ -156,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ----------------------------------------------------------------- pictures
     show = min(10, len(test.a))
-    save_labelled_grid(
+    save_image_grid(
         np.concatenate([train.a.images[: 2 * show], train.b.images[: 2 * show]]),
         out / "domains.png",
         nrow=show,
@@ -167,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         test.a.images[:show], a2b[:show], to_unit(x_cycled)[:show],
         test.b.images[:show], b2a[:show], to_unit(y_cycled)[:show],
     ]  # fmt: skip
-    save_labelled_grid(
+    save_image_grid(
         np.concatenate(rows),
         out / "translations.png",
         nrow=show,

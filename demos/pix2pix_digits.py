@@ -43,8 +43,7 @@ from minigen.data import DataLoader, load_digits
 from minigen.data.translation import PAIRED_TASKS, hue_accuracy, paired_digits, sharpness, to_grey
 from minigen.models.cnn import LeNet, accuracy, fit_classifier, predict
 from minigen.models.pix2pix import UPSAMPLE_MODES, PatchDiscriminator, UNetGenerator, pretrain_step, train_step
-from minigen.utils import TrainingLog, line_plot
-from minigen.utils.labelled_grid import save_labelled_grid
+from minigen.utils import TrainingLog, line_plot, save_image_grid
 
 SIZE = 16
 DEFAULT = dict(steps=400, pretrain=200, batch=32, n_train=10_000, n_test=1000, classifier_epochs=2)
@@ -174,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def colour(images: np.ndarray) -> np.ndarray:
         return np.repeat(images, 3, axis=1) if images.shape[1] == 1 else images
 
-    save_labelled_grid(
+    save_image_grid(
         np.concatenate([colour(train.inputs[:show]), colour(train.targets[:show])]),
         out / "pairs.png",
         nrow=show,
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         title=f"{task}: training pairs",
     )
     rows = [test.inputs[:show], outputs["pix2pix"][:show], outputs["L1 only"][:show], test.targets[:show]]
-    save_labelled_grid(
+    save_image_grid(
         np.concatenate([colour(r) for r in rows]),
         out / "translations.png",
         nrow=show,
