@@ -9,9 +9,12 @@ int64 labels); ``DataLoader`` turns batches into Tensors on a device.
   ``make_digits`` (rendered MNIST-like digits with stroke-thickness metadata)
 * image-to-image translation: ``paired_digits(task)`` with the tasks ``edges2digits``,
   ``grey2colour``, ``lowres2highres``, ``masked2full``; ``thin_thick_digits`` (unpaired)
+* captioned digits (text meets images): ``captioned_digits`` (coloured digits with
+  attribute captions, held-out combinations) and its word-level ``Tokenizer``
 * standard files on disk: ``load_mnist``, ``load_fashion_mnist``, ``load_cifar10``
 """
 
+from minigen.data.captions import CaptionedDigits, captioned_digits
 from minigen.data.digits import Digits, default_cache_dir, load_digits, make_digits
 from minigen.data.files import (
     CIFAR10_CLASSES,
@@ -25,6 +28,7 @@ from minigen.data.files import (
 )
 from minigen.data.loader import DataLoader, TensorDataset
 from minigen.data.shapes import SHAPE_NAMES, make_shapes
+from minigen.data.tokenizer import Tokenizer
 from minigen.data.toy2d import (
     checkerboard,
     eight_gaussian_centers,
@@ -52,11 +56,14 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "PAIRED_TASKS",
     "SHAPE_NAMES",
+    "CaptionedDigits",
     "DataLoader",
     "Digits",
     "PairedDigits",
     "TensorDataset",
+    "Tokenizer",
     "UnpairedDigits",
+    "captioned_digits",
     "checkerboard",
     "default_cache_dir",
     "eight_gaussian_centers",

@@ -7,7 +7,7 @@ nn.init.kaiming_normal_(layer.weight)
 
 from minigen.nn import functional, init, utils
 from minigen.nn.activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
-from minigen.nn.attention import MultiheadAttention, RotaryEmbedding
+from minigen.nn.attention import CrossAttention, MultiheadAttention, RotaryEmbedding
 from minigen.nn.containers import ModuleDict, ModuleList, Sequential
 from minigen.nn.conv import AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d, Upsample
 from minigen.nn.dropout import Dropout

@@ -24,6 +24,7 @@ from minigen.nn import init
 from minigen.nn.linear import Linear
 from minigen.nn.module import Module, Parameter
 from minigen.ops.attention import merge_heads, scaled_dot_product_attention, split_heads
+from minigen.ops.cross_attention import cross_attention
 from minigen.ops.rope import apply_rope, rope_cos_sin
 from minigen.tensor import Tensor
 
@@ -236,3 +237,61 @@ class RotaryEmbedding(Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, base={self.base}"
+
+
+class CrossAttention(MultiheadAttention):
+    """Cross-attention as a layer: queries from x (B, N, E), keys and values from a context (B, M, d_c).
+
+        Q = x W_Qᵀ,  K = c W_Kᵀ,  V = c W_Vᵀ,   out = softmax(Q Kᵀ/√d_k + M_pad) V W_Oᵀ
+
+    (``minigen/ops/cross_attention.py`` has the maths.) It is a ``MultiheadAttention``
+    with ``kdim = vdim = context_dim`` and no biases, so its parameters and
+    ``state_dict`` are PyTorch's ``nn.MultiheadAttention(E, h, bias=False,
+    kdim=context_dim, vdim=context_dim, batch_first=True)``; only ``forward`` differs:
+    it takes the context once, as latent diffusion's spatial transformer calls it.
+    """
+
+    def __init__(
+        self, embed_dim: int, num_heads: int = 1, context_dim: int | None = None, device: Any = None, dtype: Any = None
+    ) -> None:
+        super().__init__(
+            embed_dim,
+            num_heads,
+            bias=False,
+            batch_first=True,
+            kdim=context_dim,
+            vdim=context_dim,
+            device=device,
+            dtype=dtype,
+        )
+        self.context_dim = self.kdim
+
+    def forward(  # type: ignore[override]
+        self, x: Tensor, context: Tensor, key_padding_mask: Any = None, need_weights: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """x (B, N, E), context (B, M, context_dim), key_padding_mask (B, M) bool (True = ignore)
+        -> (B, N, E), and the attention weights (B, h, N, M) when ``need_weights``."""
+        if context.ndim != 3 or context.shape[-1] != self.context_dim:
+            raise ValueError(
+                f"CrossAttention: context must have shape (B, M, context_dim) = (B, M, {self.context_dim}), "
+                f"got {tuple(context.shape)}"
+            )
+        if x.ndim != 3 or x.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"CrossAttention: x must have shape (B, N, embed_dim) = (B, N, {self.embed_dim}), got {tuple(x.shape)}"
+            )
+        w_q, w_k, w_v = self._projection_weights()
+        return cross_attention(
+            x,
+            context,
+            w_q,
+            w_k,
+            w_v,
+            self.out_proj.weight,
+            key_padding_mask=key_padding_mask,
+            num_heads=self.num_heads,
+            return_weights=need_weights,
+        )
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, context_dim={self.context_dim}, num_heads={self.num_heads}"

@@ -7,6 +7,7 @@ This file only gathers them; each op lives, forward and backward together, in th
 from minigen.ops.activation import gelu, leaky_relu, log_softmax, relu, sigmoid, silu, softmax, softplus, tanh
 from minigen.ops.attention import scaled_dot_product_attention
 from minigen.ops.conv import conv2d, conv_transpose2d
+from minigen.ops.cross_attention import cross_attention
 from minigen.ops.dropout import dropout
 from minigen.ops.embedding import embedding
 from minigen.ops.join import pad
