@@ -85,6 +85,7 @@ HELDOUT_COMBINATIONS: tuple[dict[str, int], ...] = (
 
 SPLITS: tuple[str, ...] = ("train", "test", "heldout")
 IMAGE_SIZE = 32
+FULL_CAPTION_P = 0.5  # the share of captions that name all five attributes (split train and test)
 
 # Words of the templates: synonyms, and the phrases for positions.
 _SIZE_WORDS = {0: ("small",), 1: ("large", "big")}
@@ -312,8 +313,9 @@ def captioned_digits(n: int, *, seed: int = 0, split: str = "train", mention_all
     * ``split="heldout"``: only the held-out combinations (each equally often; the
       attributes a combination leaves free are random).
 
-    Each caption names k of the five attributes, k drawn from 1..5 equally often, the k
-    chosen at random; ``mention_all=True`` names all five (evaluation prompts).
+    Half of the captions (``FULL_CAPTION_P``) name all five attributes, the others k of them,
+    k drawn from 1..4 equally often and the k chosen at random; ``mention_all=True`` names
+    all five in every caption (evaluation prompts).
     """
     if split not in SPLITS:
         raise ValueError(f"captioned_digits: split must be one of {SPLITS}, got {split!r}")
@@ -343,9 +345,12 @@ def captioned_digits(n: int, *, seed: int = 0, split: str = "train", mention_all
     if mention_all:
         mentioned = np.ones((n, len(ATTRIBUTES)), bool)
     else:
-        # How many attributes to name (1 to 5, equally often), then which: the first k of a
-        # random order. Short captions ("a red digit", "the digit 7") are as common as full ones.
-        k = caption_rng.integers(1, len(ATTRIBUTES) + 1, n)
+        # How many attributes to name: all five for half of the captions (an image has few
+        # true captions, a sharp training signal), else 1 to 4 equally often (short captions,
+        # "the digit 7", "something red", true of many images); then which: the first k of a
+        # random order.
+        short = caption_rng.random(n) >= FULL_CAPTION_P
+        k = np.where(short, caption_rng.integers(1, len(ATTRIBUTES), n), len(ATTRIBUTES))
         order = np.argsort(caption_rng.random((n, len(ATTRIBUTES))), axis=1)
         rank = np.argsort(order, axis=1)  # where each attribute falls in the random order
         mentioned = rank < k[:, None]

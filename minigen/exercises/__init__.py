@@ -26,6 +26,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from minigen.exercises import (  # noqa: E402
     attention,
+    contrastive_loss,
     conv2d,
     cyclegan_losses,
     ddpm,
@@ -53,6 +54,7 @@ EXERCISES: dict[str, ModuleType] = {
         vae,
         ddpm,
         cyclegan_losses,
+        contrastive_loss,
     )
 }
 

@@ -103,9 +103,11 @@ OPS = (
 # ----------------------------------------------------------------------------- inputs
 def _features(shape: tuple[int, int]) -> st.SearchStrategy:
     """Rows of length 0.5 to 2 in random directions (never near 0, where x/‖x‖ has no direction)."""
-    return st.tuples(arrays(shape, low=-1.0, high=1.0), arrays((shape[0], 1), low=0.5, high=2.0)).filter(
-        lambda pair: bool((np.linalg.norm(pair[0], axis=1) > 0.2).all())
-    ).map(lambda pair: pair[0] / np.linalg.norm(pair[0], axis=1, keepdims=True) * pair[1])
+    return (
+        st.tuples(arrays(shape, low=-1.0, high=1.0), arrays((shape[0], 1), low=0.5, high=2.0))
+        .filter(lambda pair: bool((np.linalg.norm(pair[0], axis=1) > 0.2).all()))
+        .map(lambda pair: pair[0] / np.linalg.norm(pair[0], axis=1, keepdims=True) * pair[1])
+    )
 
 
 @st.composite

@@ -25,8 +25,8 @@ because (1) on a CPU it is several times cheaper per image than a ViT of similar
 accuracy at 32×32 (64 patch tokens through attention and MLPs), which is what keeps the
 demo within minutes; (2) its locality prior learns stroke shape and thickness from few
 examples, where a ViT needs more data or steps. Position must survive: the CNN
-downsamples to a 4×4 grid and *flattens* it (no global average pool), so "left" and
-"right" reach the projection as different features.
+reads its last 4×4 grid both averaged (what the digit is, wherever it stands) and
+flattened (where it stands), see ``ImageEncoder``.
 
 **Temperature.** s starts at 1/0.07 (t = log(1/0.07)), as in CLIP, and is learned;
 ``clamp_logit_scale_`` caps t at log 100 after each optimiser step, so logits stay
@@ -176,17 +176,23 @@ class TextEncoder(nn.Module):
 
 # ---------------------------------------------------------------------------- image encoder
 class ImageEncoder(nn.Module):
-    """A small CNN: (B, 3, 32, 32) -> (B, out_features), keeping where things are.
+    """A small CNN: (B, 3, 32, 32) -> (B, out_features), knowing both what and where.
 
         conv 3×3 (stride 1)  -> ReLU        32×32, c₁
         conv 3×3 (stride 2)  -> ReLU        16×16, c₂
         conv 3×3 (stride 2)  -> ReLU         8×8,  c₃
-        conv 3×3 (stride 2)  -> ReLU         4×4,  c₃
-        flatten                              16·c₃ features
+        conv 3×3 (stride 2)  -> ReLU         4×4,  c₃    (each cell sees 17×17 pixels)
+        conv 3×3 (stride 1)  -> ReLU         4×4,  c₃    (each cell sees the whole image)
+        features = [ mean over the 4×4 grid (c₃) ,  the 4×4 grid flattened (16·c₃) ]
 
-    The 4×4 grid is flattened rather than averaged, so the features know where the ink
-    is (left, right, top, bottom), and every stride-2 layer still sees every pixel (its
-    3×3 windows overlap).
+    Two read-outs of the last grid, because a caption names two kinds of attribute:
+    *what* the digit is (its identity, colour, thickness), which should not depend on
+    where it stands, and *where* it is (position, and size as the extent of the ink).
+    The mean over the grid is the same wherever the digit stands, so a "7" detector
+    learned at one place works at every place; the flattened grid keeps each cell apart,
+    so "left" and "right" reach the projection as different features. (With the
+    flattened grid alone, every place would need its own digit detectors in the
+    projection, and learning the digits takes several times longer.)
     """
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 32, 64), image_size: int = 32) -> None:
@@ -198,14 +204,18 @@ class ImageEncoder(nn.Module):
         self.conv2 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
         self.conv3 = nn.Conv2d(c2, c3, 3, stride=2, padding=1)
         self.conv4 = nn.Conv2d(c3, c3, 3, stride=2, padding=1)
-        self.out_features = c3 * (image_size // 8) ** 2
+        self.conv5 = nn.Conv2d(c3, c3, 3, padding=1)
+        self.out_features = c3 + c3 * (image_size // 8) ** 2
 
     def forward(self, images: Tensor) -> Tensor:
         x = F.relu(self.conv1(images))
         x = F.relu(self.conv2(x))
         x = F.relu(self.conv3(x))
         x = F.relu(self.conv4(x))
-        return x.flatten(1)
+        x = F.relu(self.conv5(x))  # (B, c₃, 4, 4)
+        what = x.mean(dim=(2, 3))  # (B, c₃): the same wherever the digit stands
+        where = x.flatten(1)  # (B, 16·c₃): one block of features per cell
+        return mg.cat([what, where], dim=1)
 
 
 # ------------------------------------------------------------------------------------ loss

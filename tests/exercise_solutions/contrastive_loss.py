@@ -12,14 +12,15 @@ class ContrastiveLoss(Function):
         u, v = x / x_norm, y / y_norm
         s = xp.exp(logit_scale.data)
         logits = s * (u @ v.T)
-        b = logits.shape[0]
         # Row-wise softmax P (image -> text) and column-wise softmax Q (text -> image).
         e_rows = xp.exp(logits - logits.max(axis=1, keepdims=True))
         p = e_rows / e_rows.sum(axis=1, keepdims=True)
         e_cols = xp.exp(logits - logits.max(axis=0, keepdims=True))
         q = e_cols / e_cols.sum(axis=0, keepdims=True)
-        loss_rows = -xp.log(p.diagonal()).mean()
-        loss_cols = -xp.log(q.diagonal()).mean()
+        rows = xp.arange(logits.shape[0])
+        labels = rows  # image i belongs with caption i: the diagonal
+        loss_rows = -xp.log(p[rows, labels]).mean()
+        loss_cols = -xp.log(q[labels, rows]).mean()
         self.saved = (u, v, x_norm, y_norm, s, logits, p, q)
         return 0.5 * (loss_rows + loss_cols)
 
