@@ -620,6 +620,125 @@ def cyclegan_digits(device: str, quick: bool) -> Built:
     return training_pair([(model, twin)], mine, theirs, tol=1e-2)
 
 
+def clip_digits(device: str, quick: bool) -> Built:
+    """The CLIP of demos/clip_digits.py (CNN 16-32-64, text d64 L2, D 64) on captioned digits:
+    one AdamW step on the symmetric contrastive loss with soft targets, then the clamp of
+    the logit scale, batch 128."""
+    from minigen.data.captions import captioned_digits, describes
+    from minigen.data.tokenizer import Tokenizer
+    from minigen.models.clip import CLIP, LOGIT_SCALE_MAX, soft_targets
+
+    batch = 32 if quick else 128
+    tokenizer = Tokenizer.default()
+    config = dict(vocab_size=tokenizer.vocab_size, end_id=tokenizer.end_id)
+    mg.manual_seed(0)
+    model = CLIP(**config).to(device)
+    opt = mg.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    data = captioned_digits(batch, seed=0)
+    tokens, mask = tokenizer.encode(data.captions)
+    positives = describes(data.mentioned, data.codes, data.codes)
+    image_to_text, text_to_image = soft_targets(positives)
+    x, t, m = (mg.tensor(a, device=device) for a in (data.images, tokens, mask))
+
+    def mine():
+        loss = model.loss(x, t, m, positives)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.clamp_logit_scale_()
+        return {"loss": loss}
+
+    if not has_torch(device):
+        return mine, None, None
+    twin = twin_of(model, twins.CLIP(**config))
+    topt = torch.optim.AdamW(twin.parameters(), lr=2e-3, weight_decay=0.01)
+    dev = torch_device(device)
+    tx, tt, tm = (torch.tensor(a, device=dev) for a in (data.images, tokens, mask))
+    t_i2t, t_t2i = (torch.tensor(a, device=dev) for a in (image_to_text, text_to_image))
+
+    def theirs():
+        loss = twin.loss(tx, tt, tm, t_i2t, t_t2i)
+        topt.zero_grad()
+        loss.backward()
+        topt.step()
+        with torch.no_grad():
+            twin.logit_scale.clamp_(max=LOGIT_SCALE_MAX)
+        return {"loss": loss}
+
+    return training_pair([(model, twin)], mine, theirs)
+
+
+# ------------------------------------------------------------ latent spaces (issue 15)
+def vqvae_digits(device: str, quick: bool) -> Built:
+    """The VQ-VAE of demos/vq_digits.py (16×16 → 4×4 codes, K 64, D 16, width 16), its
+    codebook set by k-means on the batch's encoder outputs: one Adam step on
+    ‖x − x̂‖² + L_VQ (straight-through), batch 64."""
+    from minigen.models.vq import VQVAE, train_step
+
+    batch = 16 if quick else 64
+    config = dict(in_channels=1, num_codes=64, code_dim=16, hidden_channels=16)
+    mg.manual_seed(0)
+    model = VQVAE(**config).to(device)
+    images = (host((batch, 1, 16, 16), 1) > 0.8).astype(np.float32)
+    x = mg.tensor(images, device=device)
+    with mg.no_grad():
+        model.quantizer.kmeans_init_(model.encode(x))
+    opt = mg.optim.Adam(model.parameters(), lr=1e-3)
+
+    def mine():
+        stats = train_step(model, opt, x)
+        return {"loss": stats["loss"], "reconstruction": stats["reconstruction"]}
+
+    if not has_torch(device):
+        return mine, None, None
+    twin = twin_of(model, twins.VQVAE(**config))
+    topt = torch.optim.Adam(twin.parameters(), lr=1e-3)
+    tx = torch.tensor(images, device=torch_device(device))
+
+    def theirs():
+        return twins.vqvae_training_step(twin, topt, tx)
+
+    return training_pair([(model, twin)], mine, theirs)
+
+
+def code_prior(device: str, quick: bool) -> Built:
+    """The class-conditional GPT prior of demos/vq_digits.py over 4×4 grids of K = 64 codes
+    ([class token, 16 codes], d 64, 4 blocks, 4 heads), no dropout: AdamW step on the codes'
+    cross-entropy, batch 64."""
+    from minigen.models.vq import CodePrior
+
+    batch = 16 if quick else 64
+    config = dict(num_codes=64, grid_shape=(4, 4), num_classes=10, n_layers=4, n_heads=4, d_model=64)
+    mg.manual_seed(0)
+    model = CodePrior(**config).to(device)
+    opt = mg.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.1)
+    grids, labels = host_labels(batch * 16, 64).reshape(batch, 4, 4), host_labels(batch, 10, seed=1)
+    k, y = mg.tensor(grids, device=device), mg.tensor(labels, device=device)
+
+    def mine():
+        loss = model.loss(k, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return {"loss": loss}
+
+    if not has_torch(device):
+        return mine, None, None
+    twin = twin_of(model, twins.CodePrior(**config))
+    topt = torch.optim.AdamW(twin.parameters(), lr=2e-3, weight_decay=0.1)
+    dev = torch_device(device)
+    tk, ty = torch.tensor(grids, device=dev), torch.tensor(labels, device=dev)
+
+    def theirs():
+        loss = twin.loss(tk, ty)
+        topt.zero_grad()
+        loss.backward()
+        topt.step()
+        return {"loss": loss}
+
+    return training_pair([(model, twin)], mine, theirs)
+
+
 # ----------------------------------------------------------------------------- list
 ATTENTION_256 = ((8, 8), (2, 8))  # (B, H) full, quick
 ATTENTION_1024 = ((8, 8), (1, 2))
@@ -678,4 +797,9 @@ CASES: list[Case] = [
     # image-to-image translation (issue 14)
     Case("pix2pix 16×16 U-Net w16 L3, batch 32 (D+G steps)", "model", pix2pix_digits, target="≤ 2.0×"),
     Case("CycleGAN 16×16 w16 L2, batch 16 (G+F, D_A+D_B steps)", "model", cyclegan_digits, target="≤ 2.0×"),
+    # text meets images (issue 16)
+    Case("CLIP digits CNN + text d64 L2, batch 128 (train step)", "model", clip_digits, target="≤ 2.0×"),
+    # latent spaces (issue 15)
+    Case("VQ-VAE 16×16 K64 D16 w16, batch 64 (train step)", "model", vqvae_digits, target="≤ 2.0×"),
+    Case("GPT prior 4×4 codes K64 d64 L4, batch 64 (train step)", "model", code_prior, target="≤ 2.0×"),
 ]

@@ -667,3 +667,200 @@ def cyclegan_training_step(model, opt_g, opt_d, x, y, lambda_cyc=10.0, lambda_id
     d_loss.backward()
     opt_d.step()
     return {"g_loss": g_loss.detach(), "d_loss": d_loss.detach()}
+
+
+# ----------------------------------------------------------------------------- CLIP
+class MaskedTransformerBlock(TransformerBlock):
+    """minigen.nn.transformer.TransformerBlock called with a boolean ``attn_mask`` (True = may attend)."""
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.ln1(x)
+        B, T, d = h.shape
+        q, k, v = (t.reshape(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in self.qkv(h).split(d, dim=-1))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        x = x + self.proj(out.transpose(1, 2).reshape(B, T, d))
+        return x + self.fc2(self.act(self.fc1(self.ln2(x))))
+
+
+class CLIPTextEncoder(nn.Module):
+    """minigen.models.clip.TextEncoder: token + position embeddings, blocks with padding hidden, LayerNorm."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        context_length: int = 16,
+        width: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        end_id: int = 1,
+    ) -> None:
+        super().__init__()
+        self.end_id = end_id
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.position_embedding = nn.Embedding(context_length, width)
+        self.blocks = nn.ModuleList(MaskedTransformerBlock(width, heads) for _ in range(depth))
+        self.ln_final = nn.LayerNorm(width)
+
+    def forward(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        B, L = tokens.shape
+        x = self.token_embedding(tokens) + self.position_embedding(torch.arange(L, device=tokens.device))
+        may_attend = ~key_padding_mask.reshape(B, 1, 1, L)
+        for block in self.blocks:
+            x = block(x, may_attend)
+        return self.ln_final(x)
+
+    def encode(self, tokens: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        features = self(tokens, key_padding_mask)
+        end = (tokens == self.end_id).int().argmax(dim=1)
+        return features[torch.arange(tokens.shape[0], device=tokens.device), end]
+
+
+class CLIPImageEncoder(nn.Module):
+    """minigen.models.clip.ImageEncoder: five 3×3 convolutions, then the grid's mean and the grid."""
+
+    def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 32, 64)) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(c2, c3, 3, stride=2, padding=1)
+        self.conv4 = nn.Conv2d(c3, c3, 3, stride=2, padding=1)
+        self.conv5 = nn.Conv2d(c3, c3, 3, padding=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
+            x = F.relu(conv(x))
+        return torch.cat([x.mean(dim=(2, 3)), x.flatten(1)], dim=1)
+
+
+class CLIP(nn.Module):
+    """minigen.models.clip.CLIP: both encoders, bias-free projections, the learned logit scale t."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        context_length: int = 16,
+        embed_dim: int = 64,
+        text_width: int = 64,
+        text_depth: int = 2,
+        text_heads: int = 4,
+        image_channels: Sequence[int] = (16, 32, 64),
+        image_size: int = 32,
+        end_id: int = 1,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = CLIPImageEncoder(3, image_channels)
+        self.text_encoder = CLIPTextEncoder(vocab_size, context_length, text_width, text_depth, text_heads, end_id)
+        c3 = image_channels[-1]
+        self.image_projection = nn.Linear(c3 + c3 * (image_size // 8) ** 2, embed_dim, bias=False)
+        self.text_projection = nn.Linear(text_width, embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def loss(self, images, tokens, key_padding_mask, image_to_text, text_to_image) -> torch.Tensor:
+        """The symmetric contrastive loss with soft targets (minigen.models.clip.clip_loss)."""
+        u = F.normalize(self.image_projection(self.image_encoder(images)), dim=-1)
+        v = F.normalize(self.text_projection(self.text_encoder.encode(tokens, key_padding_mask)), dim=-1)
+        logits = self.logit_scale.exp() * u @ v.T
+        return 0.5 * (F.cross_entropy(logits, image_to_text) + F.cross_entropy(logits.T, text_to_image))
+
+
+# -------------------------------------------------------------- VQ-VAE and its prior (issue 15)
+class ConvEncoder(nn.Module):
+    """minigen.models.autoencoder.ConvEncoder: an image to a grid of code vectors."""
+
+    def __init__(self, in_channels=1, latent_channels=16, hidden_channels=32, downsamples=2) -> None:
+        super().__init__()
+        layers = [nn.Conv2d(in_channels, hidden_channels, 3, padding=1), nn.ReLU()]
+        width = hidden_channels
+        for level in range(downsamples):
+            out = 2 * hidden_channels if level == 0 else width
+            layers += [nn.Conv2d(width, out, 4, stride=2, padding=1), nn.ReLU()]
+            width = out
+        layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, latent_channels, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvDecoder(nn.Module):
+    """minigen.models.autoencoder.ConvDecoder: a grid of code vectors to linear pixels."""
+
+    def __init__(self, latent_channels=16, out_channels=1, hidden_channels=32, upsamples=2) -> None:
+        super().__init__()
+        width = 2 * hidden_channels
+        layers = [nn.Conv2d(latent_channels, width, 3, padding=1), nn.ReLU()]
+        for level in range(upsamples):
+            out = hidden_channels if level == upsamples - 1 else width
+            layers += [nn.ConvTranspose2d(width, out, 4, stride=2, padding=1), nn.ReLU()]
+            width = out
+        self.net = nn.Sequential(*layers)
+        self.last_layer = nn.Conv2d(width, out_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.last_layer(self.net(z))
+
+
+class VectorQuantizer(nn.Module):
+    """minigen.models.vq.VectorQuantizer (gradient-trained codebook): nearest code by the matmul
+    expansion, the loss before the straight-through substitution, and the code counts of the
+    restart window (minigen counts them in every training forward)."""
+
+    def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25) -> None:
+        super().__init__()
+        self.num_codes, self.code_dim, self.beta = num_codes, code_dim, beta
+        self.codebook = nn.Parameter(torch.randn(num_codes, code_dim))
+        self.register_buffer("window_counts", torch.zeros(num_codes), persistent=False)
+
+    def forward(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, d, h, w = z_e.shape
+        flat = z_e.permute(0, 2, 3, 1).reshape(-1, d)
+        with torch.no_grad():
+            book = self.codebook
+            distances = flat.square().sum(1, keepdim=True) - 2.0 * flat @ book.T + book.square().sum(1)
+            k = distances.argmin(1)
+            self.window_counts += torch.bincount(k, minlength=self.num_codes)
+        e = F.embedding(k, self.codebook)
+        loss = F.mse_loss(e, flat.detach()) + self.beta * F.mse_loss(flat, e.detach())
+        z_q = flat + (e - flat).detach()
+        return z_q.reshape(n, h, w, d).permute(0, 3, 1, 2), loss
+
+
+class VQVAE(nn.Module):
+    """minigen.models.vq.VQVAE: encoder, quantiser, decoder."""
+
+    def __init__(self, in_channels=1, num_codes=64, code_dim=16, hidden_channels=32, downsamples=2, beta=0.25):
+        super().__init__()
+        self.encoder = ConvEncoder(in_channels, code_dim, hidden_channels, downsamples)
+        self.quantizer = VectorQuantizer(num_codes, code_dim, beta)
+        self.decoder = ConvDecoder(code_dim, in_channels, hidden_channels, downsamples)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z_q, vq_loss = self.quantizer(self.encoder(x))
+        return self.decoder(z_q), vq_loss
+
+
+def vqvae_training_step(model: VQVAE, optimizer, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """minigen.models.vq.train_step without the GAN: L = ‖x − x̂‖² + L_VQ, one optimiser step."""
+    x_hat, vq_loss = model(x)
+    rec = F.mse_loss(x_hat, x)
+    loss = rec + vq_loss
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.detach(), "reconstruction": rec.detach()}
+
+
+class CodePrior(nn.Module):
+    """minigen.models.vq.CodePrior: the GPT over [class token, codes in raster order]."""
+
+    def __init__(self, num_codes, grid_shape=(4, 4), num_classes=10, n_layers=4, n_heads=4, d_model=128, dropout=0.0):
+        super().__init__()
+        self.num_codes = num_codes
+        length = grid_shape[0] * grid_shape[1]
+        self.gpt = GPT(num_codes + num_classes, length, n_layers, n_heads, d_model, dropout=dropout)
+
+    def loss(self, indices: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        seq = torch.cat([(labels + self.num_codes).reshape(-1, 1), indices.flatten(1)], dim=1)
+        return self.gpt.loss(seq[:, :-1], seq[:, 1:])

@@ -225,21 +225,24 @@ def save_captioned_samples(data: CaptionedDigits, path: Path, n: int = 16) -> No
 
 
 def save_similarity(model_eval: dict, data: CaptionedDigits, path: Path, n: int = 8) -> None:
-    """The first n held-out images and their captions, and the similarity matrix ⟨u_i, v_j⟩ between them."""
+    """The first n held-out images, their captions, and the similarity matrix ⟨u_i, v_j⟩ between them."""
     strip = labelled_grid(
         data.images[:n], nrow=n, scale=2, captions=[f"image {i + 1}" for i in range(n)], title="held-out pairs"
     )
-    captions = [f"{j + 1}: {data.captions[j]}" for j in range(n)]
     matrix = _heatmap_image(
         model_eval["u"][:n] @ model_eval["v"][:n].T,
-        title="cosine similarity <u_i, v_j> (rows: images, columns: captions)",
+        title="cosine similarity <u_i, v_j>: image i (rows) and caption j (columns)",
         row_labels=[f"image {i + 1}" for i in range(n)],
-        col_labels=captions,
+        col_labels=[str(j + 1) for j in range(n)],
+        xlabel="caption j",
         vmin=-1.0,
         vmax=1.0,
         cmap="coolwarm",
     )
-    save_pil(_stack([strip, matrix]), path)
+    legend = Image.new("RGB", (matrix.width, 8 + 18 * n), (255, 255, 255))
+    for j in range(n):
+        paste_text(legend, 16, 4 + 18 * j, f"caption {j + 1}: {data.captions[j]}", 13)
+    save_pil(_stack([strip, matrix, legend]), path)
 
 
 def save_text_to_image(model_eval: dict, data: CaptionedDigits, path: Path, queries: int = 5, top: int = 5) -> None:

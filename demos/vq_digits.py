@@ -19,7 +19,7 @@ Pictures (in --out):
                              the ablation's reconstructions
     vq_codebook_usage.png    how often each code is used over an epoch of training data
     vq_code_grids.png        digits drawn as their 4×4 grids of code IDs
-    vq_codebook.png          every codebook entry decoded (a grid filled with that code)
+    vq_codebook.png          every codebook entry decoded (alone, on a grid of the background code)
     vq_prior_samples.png     samples of the prior, one labelled row per digit
     vq_ablation.png          the collapse: code usage with and without k-means + restarts
     vq_losses.png, vq_prior_loss.png   training curves
@@ -313,12 +313,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (out / "vq_ablation_usage.png").unlink()
         picks = [int(np.flatnonzero(test.labels == d)[0]) for d in range(0, 10, 2)]
         code_grid_picture(test.images[picks], test_codes[picks], out / "vq_code_grids.png")
+        # Each code alone: a grid of the background code (the commonest in the corners) with code k at (1, 1).
+        background = int(np.bincount(train_codes[:, [0, 0, -1, -1], [0, -1, 0, -1]].reshape(-1)).argmax())
+        alone = np.full((NUM_CODES, *GRID), background, dtype=np.int64)
+        alone[:, 1, 1] = np.arange(NUM_CODES)
         with mg.no_grad():
-            filled = mg.tensor(np.repeat(np.arange(NUM_CODES), GRID[0] * GRID[1]).reshape(NUM_CODES, *GRID))
-            entries = vq.decode_indices(filled.to(device)).numpy()
+            entries = vq.decode_indices(mg.tensor(alone, device=device)).numpy()
         save_image_grid(
             entries, out / "vq_codebook.png", nrow=16, pad_value=0.3,
-            title="the codebook decoded: code k repeated over the whole 4x4 grid",
+            title=f"the codebook decoded: code k in cell (1, 1) of a grid of background code {background}",
             captions=[str(k) for k in range(NUM_CODES)],
         )  # fmt: skip
         shown = min(per_class, 12)

@@ -32,7 +32,7 @@ from minigen.models.vq import (
     straight_through,
     train_step,
 )
-from minigen.testing import arrays, distinct_arrays
+from minigen.testing import arrays, distinct_arrays, forbid_host_reads
 
 
 def _f64(*shape: int, seed: int = 0, scale: float = 1.0) -> mg.Tensor:
@@ -459,3 +459,33 @@ def test_quantizer_runs_on_every_device_like_the_cpu(device):
 
 def test_models_are_modules():
     assert isinstance(VQVAE(), nn.Module) and isinstance(CodePrior(8), nn.Module)
+
+
+def test_quantizer_block_gradcheck_away_from_ties():
+    """The quantiser's two terms as functions of the codebook and of z_e (the chosen codes fixed:
+    each z_e row sits well inside its code's cell), through the embedding lookup's scatter."""
+    book = mg.tensor([[2.0, 0.0], [-2.0, 0.5], [0.0, -2.5]], dtype=mg.float64)
+    z = mg.tensor([[1.7, 0.3], [-1.6, 0.2], [0.4, -2.2], [2.2, -0.2]], dtype=mg.float64)
+    mg.gradcheck(lambda codes: quantize(z, codes).codebook_loss, book.clone().requires_grad_(True))
+    mg.gradcheck(lambda vectors: quantize(vectors, book).commitment_loss, z.clone().requires_grad_(True))
+
+
+def test_training_steps_make_no_host_sync():
+    """A VQ-VAE step (with the restart of dead codes) and a prior step on the stand-in GPU, with
+    every device -> host read refused (DESIGN.md: no host syncs inside a training step)."""
+    mg.manual_seed(0)
+    model = VQVAE(num_codes=8, code_dim=4, hidden_channels=4).to("standin")
+    opt = mg.optim.Adam(model.parameters(), lr=1e-3)
+    x = mg.rand(2, 1, 8, 8).to("standin")
+    prior = CodePrior(num_codes=8, grid_shape=(2, 2), num_classes=3, n_layers=1, n_heads=2, d_model=8).to("standin")
+    popt = mg.optim.AdamW(prior.parameters(), lr=1e-3)
+    grids, labels = mg.randint(0, 8, (2, 2, 2)).to("standin"), mg.tensor([0, 2]).to("standin")
+    before = model.quantizer.codebook.detach().numpy().copy()
+    with forbid_host_reads():
+        for step in range(2):
+            train_step(model, opt, x, restart_dead=step == 1)
+            loss = prior.loss(grids, labels)
+            popt.zero_grad()
+            loss.backward()
+            popt.step()
+    assert not np.array_equal(model.quantizer.codebook.detach().numpy(), before)

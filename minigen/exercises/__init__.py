@@ -28,6 +28,7 @@ from minigen.exercises import (  # noqa: E402
     attention,
     contrastive_loss,
     conv2d,
+    cross_attention,
     cyclegan_losses,
     ddpm,
     layer_norm,
@@ -37,6 +38,7 @@ from minigen.exercises import (  # noqa: E402
     sigmoid_tanh,
     softmax_cross_entropy,
     vae,
+    vector_quantize,
 )
 
 # name -> exercise module, in lecture order.
@@ -55,6 +57,8 @@ EXERCISES: dict[str, ModuleType] = {
         ddpm,
         cyclegan_losses,
         contrastive_loss,
+        vector_quantize,
+        cross_attention,
     )
 }
 

@@ -1,4 +1,4 @@
-"""Exercise 12: vector quantisation, the nearest code, the straight-through estimator and the VQ loss.
+"""Exercise 13: vector quantisation, the nearest code, the straight-through estimator and the VQ loss.
 
 The two loss terms have the same value and different gradients, which is the whole point
 of the stop-gradients: each term is a ``Function`` whose backward returns a gradient for
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import minigen as mg
 from minigen import autograd
 from minigen.exercises.checker import Case, CheckFailed, Op, Student, close, constant_ratio
-from minigen.models.vq import commitment_loss, codebook_loss, quantize, straight_through
+from minigen.models.vq import codebook_loss, commitment_loss, straight_through
 from minigen.tensor import Tensor
 from minigen.testing import arrays, distinct_arrays
 
@@ -231,15 +231,13 @@ def nearest_code_is_the_closest_codebook_entry(student: Student, case: Case) -> 
     distances = ((z[:, None, :] - codebook[None, :, :]) ** 2).sum(-1)
     if np.array_equal(mine, distances.argmax(axis=1)):
         hints.append("you picked the FARTHEST code: the nearest code is the argmin of the distances, not the argmax")
-    elif np.array_equal(mine, (-2.0 * z @ codebook.T).argmin(axis=1)) or np.array_equal(
-        mine, (z.dot(codebook.T) ** 2).sum(-1, keepdims=True).argmin(axis=1)
-    ):
-        hints.append(
-            "you dropped ‖e_k‖²: only ‖z_i‖² is the same for every code (it can be dropped); ‖e_k‖² differs "
-            "between codes and decides which one is nearest"
-        )
     elif np.array_equal(mine, (z @ codebook.T).argmax(axis=1)):
-        hints.append("the largest dot product z·e is not the nearest code unless every code has the same norm")
+        hints.append(
+            "you dropped ‖e_k‖² (or took the largest dot product z·e): only ‖z_i‖² is the same for every code and "
+            "can be dropped; ‖e_k‖² differs between codes and decides which one is nearest"
+        )
+    elif np.array_equal(mine, ((codebook**2).sum(-1)[None, :] - z @ codebook.T).argmin(axis=1)):
+        hints.append("the factor 2 is missing: ‖z − e‖² = ‖z‖² − 2 z·e + ‖e‖²")
     raise CheckFailed(f"nearest_code gives codes {mine.tolist()}, the nearest codes are {want.tolist()}", hints)
 
 
@@ -328,8 +326,10 @@ def _run_vector_quantize(student: Student, case: Case, device: str = "cpu") -> d
 
 
 def vector_quantize_matches_the_lecture(student: Student, case: Case) -> None:
-    """vector_quantize: the nearest codes, z_q = e, L_VQ's value, and the gradients of Σ G ⊙ z_q + L_VQ:
-    ∂/∂z_e = G + 2β(z_e − e)/n and ∂/∂e_k = Σ_{k(i)=k} 2(e_k − z_i)/n."""
+    """vector_quantize gives the nearest codes, z_q = e, L_VQ's value and the lecture's gradients.
+
+    For L = Σ G ⊙ z_q + L_VQ: ∂L/∂z_e = G + 2β(z_e − e)/n and ∂L/∂e_k = Σ_{k(i)=k} 2(e_k − z_i)/n.
+    """
     mine = _run_vector_quantize(student, case)
     z, codebook, beta = case.arrays["z_e"], case.arrays["codebook"], case.params["beta"]
     k = _brute_force(z, codebook)
@@ -346,7 +346,6 @@ def vector_quantize_matches_the_lecture(student: Student, case: Case) -> None:
     if not np.isclose(mine["loss"], want_loss, rtol=1e-9, atol=1e-12):
         values = {
             "the commitment term has no β: L_VQ = codebook term + β · commitment term": 2.0 * mse,
-            "one of the two terms is missing: L_VQ = ‖sg(z_e) − e‖² + β ‖z_e − sg(e)‖²": beta * mse,
             "the codebook term is missing: L_VQ = ‖sg(z_e) − e‖² + β ‖z_e − sg(e)‖² (without it the codes never "
             "move)": beta * mse,
             "the commitment term is missing: L_VQ = ‖sg(z_e) − e‖² + β ‖z_e − sg(e)‖²": mse,
@@ -441,6 +440,3 @@ def diagnose_backward(op: str, case: Case, g: np.ndarray, mine: dict, want: dict
     if c is not None and abs(c - case.params["beta"]) < 1e-9:
         return ["β does not belong inside this Function: vector_quantize weights the commitment term"]
     return []
-
-
-__all__ = ["EXAMPLES", "NAME", "OPS", "PROPERTIES", "TEMPLATE", "TITLE", "TOPIC", "cases", "quantize"]

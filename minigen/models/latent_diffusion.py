@@ -80,9 +80,8 @@ class KLAutoencoder(nn.Module):
 
     encoder E: L × [Conv 4×4 stride 2 (halve), GroupNorm, SiLU] → Conv 3×3, GroupNorm, SiLU
                → Conv 1×1 to (μ, log σ²), c channels each
-    decoder D: Conv 3×3, GroupNorm, SiLU → Conv 3×3, GroupNorm, SiLU
-               → L × [ConvTranspose 4×4 stride 2 (double), GroupNorm, SiLU], the last one to the
-               image's channels, as logits (σ(logits) is the image in [0, 1])
+    decoder D: Conv 3×3, SiLU → Conv 3×3, SiLU → L × [ConvTranspose 4×4 stride 2 (double), SiLU],
+               the last one to the image's channels, as logits (σ(logits) is the image in [0, 1])
 
     ``widths`` are the channels after each halving (L entries, e.g. (32, 64): 16×16×32 then
     8×8×64 for a 32×32 image). The strided and transposed convolutions do the resampling
@@ -108,10 +107,13 @@ class KLAutoencoder(nn.Module):
         encoder.append(nn.Conv2d(widths[-1], 2 * latent_channels, 1))  # μ and log σ², stacked
         self.encoder = nn.Sequential(*encoder)
 
-        decoder: list[nn.Module] = [nn.Conv2d(latent_channels, widths[-1], 3, padding=1), *norm_act(widths[-1])]
-        decoder += [nn.Conv2d(widths[-1], widths[-1], 3, padding=1), *norm_act(widths[-1])]
+        # No normalisation in the decoder: each pixel of D(z) depends on a few nearby latent
+        # cells only (GroupNorm's statistics would make it depend on all of them), so in
+        # inpainting the known region decodes as the original's latent does.
+        decoder: list[nn.Module] = [nn.Conv2d(latent_channels, widths[-1], 3, padding=1), nn.SiLU()]
+        decoder += [nn.Conv2d(widths[-1], widths[-1], 3, padding=1), nn.SiLU()]
         for width, previous in zip(reversed(widths[:-1]), reversed(widths[1:])):
-            decoder += [nn.ConvTranspose2d(previous, width, 4, stride=2, padding=1), *norm_act(width)]
+            decoder += [nn.ConvTranspose2d(previous, width, 4, stride=2, padding=1), nn.SiLU()]
         decoder.append(nn.ConvTranspose2d(widths[0], in_channels, 4, stride=2, padding=1))
         self.decoder = nn.Sequential(*decoder)
 
@@ -408,7 +410,7 @@ class LatentDiffusion(nn.Module):
         """s = 1 / std(μ_φ(x)) over the batch ``images`` (the first training batch); stored and returned."""
         with mg.no_grad():
             mu, _ = self.autoencoder.encode(images)
-            std = float(mu.reshape(-1).var().item()) ** 0.5
+            std = float(mu.reshape(-1).var(correction=0).item()) ** 0.5
         if not std > 0.0:
             raise ValueError("fit_latent_scale: the latents of this batch have zero spread; use real images")
         self.latent_scale.data[...] = 1.0 / std

@@ -148,10 +148,16 @@ def quantize(z_e: Tensor, codebook: Tensor, beta: float = BETA, codebook_term: b
 
 # ================================================================= codebook statistics
 def code_counts(indices: Tensor, num_codes: int) -> Tensor:
-    """n_k = #{i : k(i) = k}, how often each code was chosen: float (K,), on the indices' device."""
+    """n_k = #{i : k(i) = k}, how often each code was chosen: float (K,), on the indices' device.
+
+    A scatter-add of ones, not ``bincount``: CuPy's bincount reads the largest index back to
+    the host to size its output, a host sync in every training step.
+    """
     xp = indices.xp
-    counts = xp.bincount(indices.data.reshape(-1), minlength=num_codes)
-    return Tensor(counts.astype("float32"))
+    flat = indices.data.reshape(-1)
+    counts = xp.zeros(num_codes, dtype="float32")
+    backend.scatter_add(counts, flat, xp.ones(flat.shape, dtype="float32"))
+    return Tensor(counts)
 
 
 def perplexity(counts: Tensor) -> Tensor:

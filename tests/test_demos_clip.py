@@ -1,0 +1,84 @@
+"""The CLIP demo: a quick smoke run (pictures, metric keys, --save/--load, bad flags), and the
+issue's targets on the default run (slow: it trains for minutes).
+
+Run the slow checks with ``pytest -m slow tests/test_demos_clip.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+DEMOS = Path(__file__).resolve().parent.parent / "demos"
+KEYS = {
+    "zero_shot_digit",
+    "zero_shot_colour",
+    "retrieval_r1_text_to_image",
+    "retrieval_r1_image_to_text",
+    "logit_scale",
+}
+PICTURES = (
+    "captions_samples.png",
+    "similarity.png",
+    "retrieval_text_to_image.png",
+    "retrieval_image_to_text.png",
+    "zero_shot_digit.png",
+    "zero_shot_colour.png",
+    "logit_scale.png",
+    "loss.png",
+)
+
+
+def _demo():
+    if str(DEMOS) not in sys.path:
+        sys.path.insert(0, str(DEMOS))
+    return importlib.import_module("clip_digits")
+
+
+def _run(tmp_path: Path, *flags: str) -> dict:
+    metrics = _demo().main(["--out", str(tmp_path), *flags])
+    assert json.loads((tmp_path / "metrics.json").read_text())["seconds"] == metrics["seconds"]
+    return metrics
+
+
+def test_clip_demo_quick(tmp_path):
+    metrics = _run(tmp_path, "--quick")
+    assert KEYS <= set(metrics)
+    for key in KEYS - {"logit_scale"}:
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["logit_scale"] <= math.log(100.0) + 1e-6
+    for picture in PICTURES:
+        assert (tmp_path / picture).stat().st_size > 0, picture
+
+
+def test_clip_demo_saves_and_loads(tmp_path):
+    weights = tmp_path / "clip.npz"
+    trained = _run(tmp_path / "a", "--quick", "--save", str(weights))
+    loaded = _run(tmp_path / "b", "--quick", "--load", str(weights))
+    for key in KEYS:
+        assert loaded[key] == pytest.approx(trained[key])
+    assert not (tmp_path / "b" / "loss.png").exists()  # nothing was trained
+
+
+def test_clip_demo_rejects_a_batch_of_one(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _demo().main(["--out", str(tmp_path), "--quick", "--batch", "1"])
+    assert exit_info.value.code == 2
+    assert "--batch" in capsys.readouterr().err
+    assert not (tmp_path / "metrics.json").exists()
+
+
+# ----------------------------------------------------------------------- demo targets
+@pytest.mark.slow
+def test_clip_demo_reaches_its_targets(tmp_path):
+    metrics = _run(tmp_path)
+    assert metrics["zero_shot_digit"] >= 0.90
+    assert metrics["zero_shot_colour"] >= 0.90
+    assert metrics["retrieval_r1_text_to_image"] >= 0.5
+    assert metrics["retrieval_r1_image_to_text"] >= 0.5
+    assert math.log(1 / 0.07) - 1.0 < metrics["logit_scale"] <= math.log(100.0) + 1e-6
