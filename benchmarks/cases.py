@@ -739,6 +739,61 @@ def code_prior(device: str, quick: bool) -> Built:
     return training_pair([(model, twin)], mine, theirs)
 
 
+# ---------------------------------------------------------- latent diffusion (issue 17)
+def latent_unet_ldm(device: str, quick: bool) -> Built:
+    """The U-Net of demos/text_to_image.py on 8×8×4 latents (width 32, levels ×1 ×2, spatial
+    transformers with 4 heads at 4×4 and in the middle, cross-attending to a 16-token context of
+    width 64 with a key-padding mask): Adam step on the latent DDPM loss ‖ε − ε_θ(z_t, t, τ)‖² with
+    fixed t, ε and context τ (the text encoder's output, held fixed), batch 64."""
+    from minigen.models.diffusion import ddpm_loss, linear_schedule
+    from minigen.models.latent_diffusion import CrossAttentionUNet
+    from minigen.nn import init
+
+    batch = 16 if quick else 64
+    config = dict(in_channels=4, base_channels=32, channel_mults=(1, 2), context_dim=64, num_heads=4)
+    mg.manual_seed(0)
+    model = CrossAttentionUNet(**config)
+    # conv_out and each block's proj_out start at zero, which would make other gradients of the check zero.
+    for name, p in model.named_parameters():
+        if name.startswith("conv_out") or "proj_out" in name:
+            init.normal_(p, std=0.02)
+    model.to(device)
+    opt = mg.optim.Adam(model.parameters(), lr=1e-3)
+    schedule = linear_schedule(1000)
+    latents, noise = host((batch, 4, 8, 8), 1), host((batch, 4, 8, 8), 2)
+    context = host((batch, 16, 64), 5)
+    lengths = np.random.default_rng(6).integers(2, 16, batch)
+    pad = np.arange(16)[None, :] >= lengths[:, None]  # True = padding, after each caption's tokens
+    steps = host_labels(batch, 1000, seed=3)
+    z0, eps, t, ctx, mask = (mg.tensor(a, device=device) for a in (latents, noise, steps, context, pad))
+
+    def mine():
+        loss = ddpm_loss(model, schedule, z0, y=(ctx, mask), t=t, noise=eps)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return {"loss": loss}
+
+    if not has_torch(device):
+        return mine, None, None
+    twin = twin_of(model, twins.CrossAttentionUNet(**config))
+    topt = torch.optim.Adam(twin.parameters(), lr=1e-3)
+    dev = torch_device(device)
+    tz0, teps, tt, tctx, tmask = (torch.tensor(a, device=dev) for a in (latents, noise, steps, context, pad))
+    alpha_bars = torch.tensor(schedule.alpha_bars.astype(np.float32), device=dev)
+
+    def theirs():
+        alpha_bar = alpha_bars[tt].reshape(-1, 1, 1, 1)
+        z_t = alpha_bar.sqrt() * tz0 + (1.0 - alpha_bar).sqrt() * teps
+        loss = TF.mse_loss(twin(z_t, tt, tctx, tmask), teps)
+        topt.zero_grad()
+        loss.backward()
+        topt.step()
+        return {"loss": loss}
+
+    return training_pair([(model, twin)], mine, theirs)
+
+
 # ----------------------------------------------------------------------------- list
 ATTENTION_256 = ((8, 8), (2, 8))  # (B, H) full, quick
 ATTENTION_1024 = ((8, 8), (1, 2))
@@ -802,4 +857,6 @@ CASES: list[Case] = [
     # latent spaces (issue 15)
     Case("VQ-VAE 16×16 K64 D16 w16, batch 64 (train step)", "model", vqvae_digits, target="≤ 2.0×"),
     Case("GPT prior 4×4 codes K64 d64 L4, batch 64 (train step)", "model", code_prior, target="≤ 2.0×"),
+    # latent diffusion (issue 17)
+    Case("LDM U-Net 8×8×4 w32 cross-attn, batch 64 (train step)", "model", latent_unet_ldm, target="≤ 2.0×"),
 ]

@@ -716,22 +716,22 @@ class CLIPTextEncoder(nn.Module):
 
 
 class CLIPImageEncoder(nn.Module):
-    """minigen.models.clip.ImageEncoder: five 3×3 convolutions, then the grid's mean and the grid."""
+    """minigen.models.clip.ImageEncoder: RGB + brightness, five 3×3 convolutions, the grid's mean and its quadrants."""
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 32, 64)) -> None:
         super().__init__()
         c1, c2, c3 = channels
-        self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels + 1, c1, 3, padding=1)
         self.conv2 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
         self.conv3 = nn.Conv2d(c2, c3, 3, stride=2, padding=1)
         self.conv4 = nn.Conv2d(c3, c3, 3, stride=2, padding=1)
         self.conv5 = nn.Conv2d(c3, c3, 3, padding=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images
+        x = torch.cat([images, images.amax(dim=1, keepdim=True)], dim=1)
         for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
             x = F.relu(conv(x))
-        return torch.cat([x.mean(dim=(2, 3)), x.flatten(1)], dim=1)
+        return torch.cat([x.mean(dim=(2, 3)), F.avg_pool2d(x, x.shape[-1] // 2).flatten(1)], dim=1)
 
 
 class CLIP(nn.Module):
@@ -753,7 +753,7 @@ class CLIP(nn.Module):
         self.image_encoder = CLIPImageEncoder(3, image_channels)
         self.text_encoder = CLIPTextEncoder(vocab_size, context_length, text_width, text_depth, text_heads, end_id)
         c3 = image_channels[-1]
-        self.image_projection = nn.Linear(c3 + c3 * (image_size // 8) ** 2, embed_dim, bias=False)
+        self.image_projection = nn.Linear(c3 + 4 * c3, embed_dim, bias=False)
         self.text_projection = nn.Linear(text_width, embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
@@ -864,3 +864,98 @@ class CodePrior(nn.Module):
     def loss(self, indices: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         seq = torch.cat([(labels + self.num_codes).reshape(-1, 1), indices.flatten(1)], dim=1)
         return self.gpt.loss(seq[:, :-1], seq[:, 1:])
+
+
+# ----------------------------------------------------------- latent diffusion (issue 17)
+class SpatialTransformer(nn.Module):
+    """minigen.models.latent_diffusion.SpatialTransformer: GroupNorm, 1×1 in, self-attention,
+    cross-attention (no biases, key-padding mask), feed-forward, each with a residual, 1×1 out."""
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int = 1, ff_mult: int = 4) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(num_groups_for(channels), channels)
+        self.proj_in = nn.Linear(channels, channels)
+        self.norm1 = nn.LayerNorm(channels)
+        self.attn1 = nn.MultiheadAttention(channels, num_heads, bias=False, batch_first=True)
+        self.norm2 = nn.LayerNorm(channels)
+        self.attn2 = nn.MultiheadAttention(
+            channels, num_heads, bias=False, kdim=context_dim, vdim=context_dim, batch_first=True
+        )
+        self.norm3 = nn.LayerNorm(channels)
+        self.ff = nn.Sequential(
+            nn.Linear(channels, ff_mult * channels), nn.GELU(), nn.Linear(ff_mult * channels, channels)
+        )
+        self.proj_out = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        t = self.proj_in(self.norm(x).reshape(b, c, h * w).transpose(1, 2))
+        n = self.norm1(t)
+        t = t + self.attn1(n, n, n, need_weights=False)[0]
+        n = self.norm2(t)
+        t = t + self.attn2(n, context, context, key_padding_mask=key_padding_mask, need_weights=False)[0]
+        t = t + self.ff(self.norm3(t))
+        return x + self.proj_out(t).transpose(1, 2).reshape(b, c, h, w)
+
+
+class CrossAttentionUNet(nn.Module):
+    """minigen.models.latent_diffusion.CrossAttentionUNet: the U-Net with spatial transformers
+    after the ResBlocks of the ``attention_levels`` and in the middle."""
+
+    def __init__(
+        self,
+        in_channels=4,
+        base_channels=64,
+        channel_mults=(1, 2),
+        context_dim=64,
+        num_heads=4,
+        attention_levels=None,
+        time_dim=None,
+        dropout=0.0,
+    ) -> None:
+        super().__init__()
+        levels = len(channel_mults)
+        attention_levels = tuple(range(1, levels)) if attention_levels is None else tuple(attention_levels)
+        time_dim = time_dim or 4 * base_channels
+        self.time_embed = time_mlp(base_channels, time_dim)
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        widths = [base_channels * m for m in channel_mults]
+
+        def transformer(level, width):
+            return SpatialTransformer(width, context_dim, num_heads) if level in attention_levels else nn.Identity()
+
+        previous = base_channels
+        self.down_res, self.down_attn, self.downsample = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for level, width in enumerate(widths):
+            self.down_res.append(ResBlock(previous, width, time_dim, dropout))
+            self.down_attn.append(transformer(level, width))
+            self.downsample.append(Downsample(width) if level < levels - 1 else nn.Identity())
+            previous = width
+        self.mid1 = ResBlock(previous, previous, time_dim, dropout)
+        self.mid_attn = SpatialTransformer(previous, context_dim, num_heads)
+        self.mid2 = ResBlock(previous, previous, time_dim, dropout)
+        self.upsample, self.up_res, self.up_attn = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for level in reversed(range(levels)):
+            self.upsample.append(Upsample() if level < levels - 1 else nn.Identity())
+            self.up_res.append(ResBlock(previous + widths[level], widths[level], time_dim, dropout))
+            self.up_attn.append(transformer(level, widths[level]))
+            previous = widths[level]
+        self.norm_out = nn.GroupNorm(num_groups_for(previous), previous)
+        self.conv_out = nn.Conv2d(previous, in_channels, 3, padding=1)
+
+    def forward(self, z, t, context, key_padding_mask):
+        temb = self.time_embed(t)
+
+        def attend(block, h):
+            return h if isinstance(block, nn.Identity) else block(h, context, key_padding_mask)
+
+        h = self.conv_in(z)
+        skips = []
+        for res, attn, down in zip(self.down_res, self.down_attn, self.downsample):
+            h = attend(attn, res(h, temb))
+            skips.append(h)
+            h = down(h)
+        h = self.mid2(attend(self.mid_attn, self.mid1(h, temb)), temb)
+        for up, res, attn in zip(self.upsample, self.up_res, self.up_attn):
+            h = attend(attn, res(torch.cat([up(h), skips.pop()], dim=1), temb))
+        return self.conv_out(F.silu(self.norm_out(h)))

@@ -42,13 +42,13 @@ def _randomised(module, seed: int = 0, scale: float = 0.3):
     return module
 
 
-def _tiny_ldm(seed: int = 0, T: int = 50) -> LatentDiffusion:
+def _tiny_ldm(seed: int = 0, T: int = 50, prediction: str = "eps") -> LatentDiffusion:
     mg.manual_seed(seed)
     autoencoder = KLAutoencoder(3, latent_channels=2, widths=(4, 8))
     text_encoder = TextEncoder(TOKENIZER.vocab_size, CONTEXT, width=8, depth=1, heads=2)
     unet = CrossAttentionUNet(2, base_channels=8, channel_mults=(1, 2), context_dim=8, num_heads=2)
     null_tokens, null_mask = TOKENIZER.encode("", CONTEXT)
-    return LatentDiffusion(autoencoder, text_encoder, unet, cosine_schedule(T), null_tokens, null_mask)
+    return LatentDiffusion(autoencoder, text_encoder, unet, cosine_schedule(T), null_tokens, null_mask, prediction)
 
 
 def _images(n: int = 4, seed: int = 0) -> mg.Tensor:
@@ -328,6 +328,27 @@ def test_guidance_w0_is_unconditional_and_w1_conditional():
     np.testing.assert_allclose(w0, unconditional, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(w1, conditional, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(w3, unconditional + 3.0 * (conditional - unconditional), rtol=1e-4, atol=1e-5)
+
+
+def test_v_prediction_is_converted_to_eps_for_the_samplers(monkeypatch):
+    ldm = _tiny_ldm(prediction="v")
+    x = _images(2)
+    ldm.fit_latent_scale(x)
+    z0 = ldm.encode(x)
+    tokens, mask = encode_captions(TOKENIZER, CAPTIONS[:2], CONTEXT)
+    t, noise = mg.tensor(np.array([3, 40])), mg.randn_like(z0)
+    z_t = q_sample(ldm.schedule, z0, t, noise)
+    alpha_bar = ldm.schedule.alpha_bars[t.numpy()].reshape(2, 1, 1, 1)
+    v = np.sqrt(alpha_bar) * noise.numpy() - np.sqrt(1 - alpha_bar) * z0.numpy()
+    # A network that outputs the true v makes forward return the true ε ...
+    monkeypatch.setattr(ldm, "network", lambda *args, **kw: mg.tensor(v.astype(np.float32)))
+    np.testing.assert_allclose(ldm(z_t, t, tokens, mask).numpy(), noise.numpy(), rtol=1e-4, atol=1e-4)
+    # ... and the loss is the mean squared error of v̂ against v.
+    keep = mg.tensor(np.zeros(2, bool))
+    monkeypatch.setattr(ldm, "network", lambda *args, **kw: mg.tensor((v + 0.5).astype(np.float32)))
+    assert ldm.loss(z0, tokens, mask, t=t, noise=noise, drop=keep).item() == pytest.approx(0.25, rel=1e-4)
+    with pytest.raises(ValueError, match="prediction must be 'eps' or 'v', got 'x0'"):
+        _tiny_ldm(prediction="x0")
 
 
 def test_a_prompt_with_unknown_words_names_them():

@@ -178,21 +178,30 @@ class TextEncoder(nn.Module):
 class ImageEncoder(nn.Module):
     """A small CNN: (B, 3, 32, 32) -> (B, out_features), knowing both what and where.
 
+        input: R, G, B and the brightness max(R, G, B)        32×32, 4
         conv 3×3 (stride 1)  -> ReLU        32×32, c₁
         conv 3×3 (stride 2)  -> ReLU        16×16, c₂
         conv 3×3 (stride 2)  -> ReLU         8×8,  c₃
         conv 3×3 (stride 2)  -> ReLU         4×4,  c₃    (each cell sees 17×17 pixels)
         conv 3×3 (stride 1)  -> ReLU         4×4,  c₃    (each cell sees the whole image)
-        features = [ mean over the 4×4 grid (c₃) ,  the 4×4 grid flattened (16·c₃) ]
+        features = [ mean over the 4×4 grid (c₃) ,  the 2×2 quadrant means, flattened (4·c₃) ]
 
     Two read-outs of the last grid, because a caption names two kinds of attribute:
     *what* the digit is (its identity, colour, thickness), which should not depend on
     where it stands, and *where* it is (position, and size as the extent of the ink).
     The mean over the grid is the same wherever the digit stands, so a "7" detector
-    learned at one place works at every place; the flattened grid keeps each cell apart,
-    so "left" and "right" reach the projection as different features. (With the
-    flattened grid alone, every place would need its own digit detectors in the
-    projection, and learning the digits takes several times longer.)
+    learned at one place works at every place; the four quadrants (top-left, top-right,
+    bottom-left, bottom-right) kept apart say where the ink is: "left" and "right", "top"
+    and "bottom" reach the projection as different features, and a large digit fills
+    more quadrants than a small one. (With the whole 4×4 grid flattened instead, the
+    16·c₃ "where" features outnumber the c₃ "what" features, every place needs its own
+    digit detectors in the projection, and the digits and colours are learned much more
+    slowly than the positions.)
+
+    The brightness channel max(R, G, B) shows the glyph alike in every colour (each colour
+    has a channel near 1): a red 7 and a blue 7 differ in R, G and B, but not there. The
+    shape detectors can read it and so work for every colour at once, including colour
+    and digit combinations never seen in training.
     """
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 32, 64), image_size: int = 32) -> None:
@@ -200,21 +209,22 @@ class ImageEncoder(nn.Module):
         c1, c2, c3 = channels
         if image_size % 8 != 0:
             raise ValueError(f"ImageEncoder: image_size must be a multiple of 8, got {image_size}")
-        self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels + 1, c1, 3, padding=1)  # + the brightness channel
         self.conv2 = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
         self.conv3 = nn.Conv2d(c2, c3, 3, stride=2, padding=1)
         self.conv4 = nn.Conv2d(c3, c3, 3, stride=2, padding=1)
         self.conv5 = nn.Conv2d(c3, c3, 3, padding=1)
-        self.out_features = c3 + c3 * (image_size // 8) ** 2
+        self.out_features = c3 + 4 * c3
 
     def forward(self, images: Tensor) -> Tensor:
-        x = F.relu(self.conv1(images))
+        brightness = images.amax(dim=1, keepdim=True)  # (B, 1, H, W): the glyph, whatever its colour
+        x = F.relu(self.conv1(mg.cat([images, brightness], dim=1)))
         x = F.relu(self.conv2(x))
         x = F.relu(self.conv3(x))
         x = F.relu(self.conv4(x))
         x = F.relu(self.conv5(x))  # (B, c₃, 4, 4)
         what = x.mean(dim=(2, 3))  # (B, c₃): the same wherever the digit stands
-        where = x.flatten(1)  # (B, 16·c₃): one block of features per cell
+        where = F.avg_pool2d(x, x.shape[-1] // 2).flatten(1)  # (B, 4·c₃): one block per quadrant
         return mg.cat([what, where], dim=1)
 
 

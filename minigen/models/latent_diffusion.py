@@ -238,6 +238,12 @@ class CrossAttentionUNet(nn.Module):
     resolution; by default every level but the first, i.e. the lower resolutions) and in
     the middle. ``forward(z_t, t, context, key_padding_mask)``: context (B, M,
     context_dim) is τ_θ(y).
+
+    ``pooled_context=True`` also adds W_p · mean_j τ_θ(y)_j (the mean over the caption's
+    real tokens) to the time embedding, as SDXL adds its pooled text embedding: every
+    ResBlock then hears the whole caption at once, which teaches global attributes (which
+    digit, which colour) much faster than cross-attention alone. The cross-attention
+    still decides where each word is drawn.
     """
 
     def __init__(
@@ -250,6 +256,7 @@ class CrossAttentionUNet(nn.Module):
         attention_levels: Sequence[int] | None = None,
         time_dim: int | None = None,
         dropout: float = 0.0,
+        pooled_context: bool = False,
     ) -> None:
         super().__init__()
         if not channel_mults:
@@ -265,6 +272,7 @@ class CrossAttentionUNet(nn.Module):
         self.in_channels, self.context_dim, self.num_levels = in_channels, context_dim, levels
         self.attention_levels = attention_levels
         self.time_embed = time_mlp(base_channels, time_dim)
+        self.pooled_proj = nn.Linear(context_dim, time_dim) if pooled_context else None
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
         widths = [base_channels * m for m in channel_mults]
 
@@ -317,6 +325,8 @@ class CrossAttentionUNet(nn.Module):
                 f"the text encoder's features, got {tuple(context.shape)}"
             )
         temb = self.time_embed(t)
+        if self.pooled_proj is not None:
+            temb = temb + self.pooled_proj(masked_mean(context, key_padding_mask))
 
         def attend(block: nn.Module, h: Tensor) -> Tensor:
             if isinstance(block, nn.Identity):
@@ -337,6 +347,15 @@ class CrossAttentionUNet(nn.Module):
         for up, res, attn in zip(self.upsample, self.up_res, self.up_attn):
             h = attend(attn, res(mg.cat([up(h), skips.pop()], dim=1), temb))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def masked_mean(context: Tensor, key_padding_mask: Any = None) -> Tensor:
+    """The mean of the context's features over its real tokens: (B, M, d), (B, M) -> (B, d)."""
+    if key_padding_mask is None:
+        return context.mean(dim=1)
+    mask = key_padding_mask if isinstance(key_padding_mask, Tensor) else mg.tensor(np.asarray(key_padding_mask))
+    keep = (~mask.to(context.device)).to(context.dtype).unsqueeze(-1)  # 1 at real tokens, 0 at padding
+    return (context * keep).sum(dim=1) / keep.sum(dim=1)
 
 
 # ========================================================================= captions
@@ -371,6 +390,14 @@ class LatentDiffusion(nn.Module):
     * ``forward(z_t, t, tokens, key_padding_mask)`` = ε_θ(z_t, t, τ_θ(y)): the network the
       samplers and ``guidance`` call, with the caption's (tokens, mask) as the condition.
     * ``loss``, ``sample``, ``inpaint``: training and the two uses.
+
+    ``prediction`` says what the U-Net's output means. ``"eps"``: the noise ε itself, with
+    the loss ‖ε − ε̂‖². ``"v"`` (Salimans & Ho 2022): the velocity v = √ᾱ_t ε − √(1−ᾱ_t) z_0,
+    with the loss ‖v − v̂‖², and ε̂ = √ᾱ_t v̂ + √(1−ᾱ_t) z_t for the samplers. The two differ
+    in how they weight the noise levels: in terms of ẑ_0 the ε loss is SNR_t ‖z_0 − ẑ_0‖²,
+    almost nothing at high noise, while the v loss is (1 + SNR_t) ‖z_0 − ẑ_0‖², at least
+    ‖z_0 − ẑ_0‖². At high noise the model decides where the digit goes and which digit it
+    is; with the ε loss those decisions are learned last, with the v loss they are not.
     """
 
     def __init__(
@@ -381,8 +408,12 @@ class LatentDiffusion(nn.Module):
         schedule: NoiseSchedule,
         null_tokens: Any,
         null_mask: Any,
+        prediction: str = "eps",
     ) -> None:
         super().__init__()
+        if prediction not in ("eps", "v"):
+            raise ValueError(f"LatentDiffusion: prediction must be 'eps' or 'v', got {prediction!r}")
+        self.prediction = prediction
         width = getattr(text_encoder, "width", None)
         if width is not None and width != unet.context_dim:
             raise ValueError(
@@ -454,7 +485,22 @@ class LatentDiffusion(nn.Module):
         key_padding_mask: Tensor,
         attention_maps: list[Tensor] | None = None,
     ) -> Tensor:
-        """ε_θ(z_t, t, τ_θ(y)): encode the caption, then run the U-Net with it as the context."""
+        """ε_θ(z_t, t, τ_θ(y)) (converted from v̂ when ``prediction="v"``)."""
+        out = self.network(z, t, tokens, key_padding_mask, attention_maps)
+        if self.prediction == "eps":
+            return out
+        alpha_bar = self.schedule.alpha_bars_at(t, z)
+        return alpha_bar.sqrt() * out + (1.0 - alpha_bar).sqrt() * z  # ε̂ = √ᾱ v̂ + √(1−ᾱ) z_t
+
+    def network(
+        self,
+        z: Tensor,
+        t: Tensor,
+        tokens: Tensor,
+        key_padding_mask: Tensor,
+        attention_maps: list[Tensor] | None = None,
+    ) -> Tensor:
+        """The U-Net's raw output (ε̂ or v̂): encode the caption, then run the U-Net with it as the context."""
         if tokens.ndim != 2 or tokens.shape[0] != z.shape[0] or tuple(key_padding_mask.shape) != tuple(tokens.shape):
             raise ValueError(
                 f"LatentDiffusion: tokens and key_padding_mask must both be (B, L) with B = {z.shape[0]} latents, "
@@ -463,14 +509,35 @@ class LatentDiffusion(nn.Module):
         context = self.text_encoder(tokens, key_padding_mask)
         return self.unet(z, t, context, key_padding_mask, attention_maps)
 
-    def loss(self, z0: Tensor, tokens: Tensor, key_padding_mask: Tensor, p_uncond: float = 0.1, **kw: Any) -> Tensor:
-        """L_LDM = ‖ε − ε_θ(z_t, t, τ_θ(y))‖² on scaled latents z_0, with caption dropout ``p_uncond``.
+    def loss(
+        self,
+        z0: Tensor,
+        tokens: Tensor,
+        key_padding_mask: Tensor,
+        p_uncond: float = 0.1,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+        drop: Any = None,
+    ) -> Tensor:
+        """L_LDM on scaled latents z_0 with caption dropout ``p_uncond``, t ~ U{1..T}, ε ~ N(0, I):
 
-        ``kw`` may fix ``t``, ``noise`` (as in ``ddpm_loss``) and ``drop`` (bool (B,)) for checks.
+            "eps":  mean ‖ε − ε_θ(z_t, t, τ_θ(y))‖²,     "v":  mean ‖v − v_θ(z_t, t, τ_θ(y))‖²,
+            z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε,   v = √ᾱ_t ε − √(1−ᾱ_t) z_0.
+
+        ``t`` (B,), ``noise`` (like z_0) and ``drop`` (bool (B,), which captions become ∅) may
+        be given for deterministic checks.
         """
-        drop = kw.pop("drop", None)
         condition = drop_captions(tokens, key_padding_mask, self.null_condition(), p_uncond, drop)
-        return ddpm_loss(self, self.schedule, z0, y=condition, **kw)
+        if self.prediction == "eps":
+            return ddpm_loss(self, self.schedule, z0, y=condition, t=t, noise=noise)
+        if t is None:
+            t = mg.randint(0, self.schedule.T, (z0.shape[0],), device=z0.device)
+        if noise is None:
+            noise = mg.randn_like(z0)
+        alpha_bar = self.schedule.alpha_bars_at(t, z0)
+        z_t = q_sample(self.schedule, z0, t, noise)
+        v = alpha_bar.sqrt() * noise - (1.0 - alpha_bar).sqrt() * z0
+        return F.mse_loss(self.network(z_t, t, *condition), v)
 
     # -------------------------------------------------------------------- sampling
     def sample(
@@ -485,15 +552,32 @@ class LatentDiffusion(nn.Module):
         trajectory: Trajectory | None = None,
         after_step: Callable[[Tensor, int], Tensor] | None = None,
         decode: bool = True,
+        clip_x0: float | None = None,
+        attention_maps: list[list[Tensor]] | None = None,
     ) -> Tensor:
         """DDIM with classifier-free guidance w in latent space, then D: images (B, 3, H, W) in [0, 1]
-        (or the latents z_0 with ``decode=False``). ``z_T`` defaults to N(0, I) noise."""
+        (or the latents z_0 with ``decode=False``). ``z_T`` defaults to N(0, I) noise; ``clip_x0``
+        optionally clips each ẑ_0 to ±clip_x0 (the scaled latents have unit variance).
+
+        ``attention_maps``, if a list, receives for every network evaluation the list of the
+        transformers' cross-attention weights (B', heads, h_i·w_i, M); with guidance (w ≠ 1) the
+        batch is doubled, B' = 2B, the conditional half first.
+        """
         b = tokens.shape[0]
         if z_T is None:
             c, h, w = self.latent_shape()
             z_T = mg.randn(b, c, h, w, device=tokens.device)
+        network: Callable[..., Tensor] = self
+        if attention_maps is not None:
+
+            def network(z: Tensor, t: Tensor, tokens: Tensor, key_padding_mask: Tensor) -> Tensor:
+                maps: list[Tensor] = []
+                eps = self(z, t, tokens, key_padding_mask, attention_maps=maps)
+                attention_maps.append(maps)
+                return eps
+
         z0 = ddim_sample(
-            self,
+            network,
             self.schedule,
             z_T,
             num_steps=num_steps,
@@ -504,6 +588,7 @@ class LatentDiffusion(nn.Module):
             trajectory=trajectory,
             progress=progress,
             after_step=after_step,
+            clip_x0=clip_x0,
         )
         return self.decode(z0) if decode else z0
 

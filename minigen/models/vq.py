@@ -38,6 +38,7 @@ statistics (``code_counts``, ``perplexity``, ``CodebookUsage``); ``kmeans`` and
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -311,9 +312,9 @@ class VectorQuantizer(nn.Module):
         dead_threshold: float = 1.0,
     ) -> None:
         super().__init__()
-        if not isinstance(num_codes, int) or num_codes < 1:
+        if not isinstance(num_codes, numbers.Integral) or num_codes < 1:
             raise ValueError(f"VectorQuantizer: num_codes (K) must be an integer ≥ 1, got {num_codes!r}")
-        if not isinstance(code_dim, int) or code_dim < 1:
+        if not isinstance(code_dim, numbers.Integral) or code_dim < 1:
             raise ValueError(f"VectorQuantizer: code_dim (D) must be an integer ≥ 1, got {code_dim!r}")
         if beta < 0:
             raise ValueError(f"VectorQuantizer: beta must be ≥ 0, got {beta}")
@@ -321,7 +322,7 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"VectorQuantizer: decay must lie in (0, 1), got {decay}")
         if dead_threshold < 0:
             raise ValueError(f"VectorQuantizer: dead_threshold must be ≥ 0, got {dead_threshold}")
-        self.num_codes, self.code_dim, self.beta = num_codes, code_dim, beta
+        self.num_codes, self.code_dim, self.beta = int(num_codes), int(code_dim), beta
         self.ema, self.decay, self.epsilon, self.dead_threshold = ema, decay, epsilon, dead_threshold
         initial = mg.randn(num_codes, code_dim)  # N(0, I), as nn.Embedding
         if ema:  # moved by the moving averages, not by gradients
