@@ -716,7 +716,8 @@ class CLIPTextEncoder(nn.Module):
 
 
 class CLIPImageEncoder(nn.Module):
-    """minigen.models.clip.ImageEncoder: RGB + brightness, five 3×3 convolutions, the grid's mean and its quadrants."""
+    """minigen.models.clip.ImageEncoder: RGB + brightness, five 3×3 convolutions; the means of
+    the first layer and of the last grid, and the last grid's quadrants."""
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 32, 64)) -> None:
         super().__init__()
@@ -728,10 +729,11 @@ class CLIPImageEncoder(nn.Module):
         self.conv5 = nn.Conv2d(c3, c3, 3, padding=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([images, images.amax(dim=1, keepdim=True)], dim=1)
-        for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
+        x = F.relu(self.conv1(torch.cat([images, images.amax(dim=1, keepdim=True)], dim=1)))
+        colour = x.mean(dim=(2, 3))
+        for conv in (self.conv2, self.conv3, self.conv4, self.conv5):
             x = F.relu(conv(x))
-        return torch.cat([x.mean(dim=(2, 3)), F.avg_pool2d(x, x.shape[-1] // 2).flatten(1)], dim=1)
+        return torch.cat([colour, x.mean(dim=(2, 3)), F.avg_pool2d(x, x.shape[-1] // 2).flatten(1)], dim=1)
 
 
 class CLIP(nn.Module):
@@ -752,8 +754,8 @@ class CLIP(nn.Module):
         super().__init__()
         self.image_encoder = CLIPImageEncoder(3, image_channels)
         self.text_encoder = CLIPTextEncoder(vocab_size, context_length, text_width, text_depth, text_heads, end_id)
-        c3 = image_channels[-1]
-        self.image_projection = nn.Linear(c3 + 4 * c3, embed_dim, bias=False)
+        c1, c3 = image_channels[0], image_channels[-1]
+        self.image_projection = nn.Linear(c1 + c3 + 4 * c3, embed_dim, bias=False)
         self.text_projection = nn.Linear(text_width, embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 

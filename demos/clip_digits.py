@@ -185,7 +185,8 @@ def train(model: CLIP, data: CaptionedDigits, tokenizer: Tokenizer, cfg: dict, a
         optimizer.step()
         schedule.step()
         model.clamp_logit_scale_()
-        if log.record({"loss": loss, "logit_scale": model.logit_scale}):
+        # A copy: the parameter itself changes in place at every step.
+        if log.record({"loss": loss, "logit_scale": model.logit_scale.detach().clone()}):
             bar.set_postfix(loss=f"{log.last('loss', 25):.3f}", scale=f"{np.exp(log.last('logit_scale', 1)):.1f}")
     log.flush()
     return log

@@ -265,7 +265,7 @@ def test_image_encoder_keeps_position():
     left[..., 12:20, 2:10], right[..., 12:20, 22:30] = 1.0, 1.0
     with mg.no_grad():
         a, b = encoder(mg.tensor(left)).numpy(), encoder(mg.tensor(right)).numpy()
-    assert a.shape == (1, encoder.out_features) == (1, 4 + 4 * 4)  # the mean over the grid, and its quadrants
+    assert a.shape == (1, encoder.out_features) == (1, 4 + 4 + 4 * 4)  # two means, and the quadrants
     assert np.abs(a - b).max() > 1e-3
 
 

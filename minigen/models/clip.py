@@ -184,7 +184,8 @@ class ImageEncoder(nn.Module):
         conv 3×3 (stride 2)  -> ReLU         8×8,  c₃
         conv 3×3 (stride 2)  -> ReLU         4×4,  c₃    (each cell sees 17×17 pixels)
         conv 3×3 (stride 1)  -> ReLU         4×4,  c₃    (each cell sees the whole image)
-        features = [ mean over the 4×4 grid (c₃) ,  the 2×2 quadrant means, flattened (4·c₃) ]
+        features = [ mean of the first layer (c₁), mean over the 4×4 grid (c₃),
+                     the 2×2 quadrant means, flattened (4·c₃) ]
 
     Two read-outs of the last grid, because a caption names two kinds of attribute:
     *what* the digit is (its identity, colour, thickness), which should not depend on
@@ -197,6 +198,12 @@ class ImageEncoder(nn.Module):
     16·c₃ "where" features outnumber the c₃ "what" features, every place needs its own
     digit detectors in the projection, and the digits and colours are learned much more
     slowly than the positions.)
+
+    The first layer's mean is a colour read-out: its filters still see R, G and B
+    separately, and averaging over the image keeps their colour statistics whatever the
+    deeper layers learn. Without it, once the deep features tell the digits apart, the
+    colour can fade from them: a contrastive loss asks only for what separates the pairs
+    of a batch, and digit, size, position and thickness together nearly do.
 
     The brightness channel max(R, G, B) shows the glyph alike in every colour (each colour
     has a channel near 1): a red 7 and a blue 7 differ in R, G and B, but not there. The
@@ -214,18 +221,19 @@ class ImageEncoder(nn.Module):
         self.conv3 = nn.Conv2d(c2, c3, 3, stride=2, padding=1)
         self.conv4 = nn.Conv2d(c3, c3, 3, stride=2, padding=1)
         self.conv5 = nn.Conv2d(c3, c3, 3, padding=1)
-        self.out_features = c3 + 4 * c3
+        self.out_features = c1 + c3 + 4 * c3
 
     def forward(self, images: Tensor) -> Tensor:
         brightness = images.amax(dim=1, keepdim=True)  # (B, 1, H, W): the glyph, whatever its colour
         x = F.relu(self.conv1(mg.cat([images, brightness], dim=1)))
+        colour = x.mean(dim=(2, 3))  # (B, c₁): low-level colour statistics
         x = F.relu(self.conv2(x))
         x = F.relu(self.conv3(x))
         x = F.relu(self.conv4(x))
         x = F.relu(self.conv5(x))  # (B, c₃, 4, 4)
         what = x.mean(dim=(2, 3))  # (B, c₃): the same wherever the digit stands
         where = F.avg_pool2d(x, x.shape[-1] // 2).flatten(1)  # (B, 4·c₃): one block per quadrant
-        return mg.cat([what, where], dim=1)
+        return mg.cat([colour, what, where], dim=1)
 
 
 # ------------------------------------------------------------------------------------ loss
