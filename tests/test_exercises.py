@@ -8,6 +8,7 @@ at a glance.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -225,8 +226,19 @@ def test_formerly_misleading_hint_now_names_the_mistake(tmp_path, name, mistake,
     assert not any(misleading in h for h in check.hints), f"misleading hint {misleading!r}:\n{report.text()}"
 
 
+def _mistakes_in_own_test_file(name: str) -> int:
+    """Later exercises keep their typical mistakes in tests/test_exercise_<name>.py."""
+    path = Path(__file__).parent / f"test_exercise_{name}.py"
+    if not path.exists():
+        return 0
+    spec = importlib.util.spec_from_file_location(f"_mistakes_of_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return len(module.MISTAKES)
+
+
 def test_every_exercise_has_at_least_two_typical_mistakes():
-    counts = {name: sum(m[0] == name for m in MISTAKES) for name in EXERCISES}
+    counts = {name: sum(m[0] == name for m in MISTAKES) + _mistakes_in_own_test_file(name) for name in EXERCISES}
     assert all(n >= 2 for n in counts.values()), counts
 
 
@@ -302,7 +314,7 @@ def test_cli_list_names_every_exercise(capsys):
     out = capsys.readouterr().out
     for name in EXERCISES:
         assert name in out
-    assert len(EXERCISES) == 11
+    assert len(EXERCISES) == 14
 
 
 def test_cli_start_never_overwrites_without_force(tmp_path, capsys):

@@ -102,7 +102,8 @@ def test_spatial_transformer_gradcheck():
     context = mg.tensor(rng.normal(size=(2, 3, 3)), requires_grad=True)
     pad = mg.tensor(np.array([[False, False, True], [False, False, False]]))
     mg.gradcheck(lambda x, c: block(x, c, pad), x, context)
-    mg.gradcheck(block, x, context, pad)  # and every parameter of the block
+    small = _randomised(SpatialTransformer(2, context_dim=3, num_heads=2).double(), seed=3)
+    mg.gradcheck(small, x[:, :2], context, pad)  # and every parameter of a (smaller) block
 
 
 def _torch_spatial_transformer(torch, channels, context_dim, heads, groups):
@@ -431,9 +432,9 @@ def test_the_whole_model_overfits_a_batch():
     keep = mg.tensor(np.zeros(4, bool))
     parameters = ldm.diffusion_parameters()
     assert len(parameters) == len(list(ldm.text_encoder.parameters())) + len(list(ldm.unet.parameters()))
-    optimizer = mg.optim.Adam(parameters, lr=3e-3)
+    optimizer = mg.optim.Adam(parameters, lr=1e-2)
     losses = []
-    for _ in range(80):
+    for _ in range(40):
         loss = ldm.loss(z0, tokens, mask, t=t, noise=noise, drop=keep)
         optimizer.zero_grad()
         loss.backward()

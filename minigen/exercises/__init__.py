@@ -56,8 +56,8 @@ EXERCISES: dict[str, ModuleType] = {
         vae,
         ddpm,
         cyclegan_losses,
-        contrastive_loss,
         vector_quantize,
+        contrastive_loss,
         cross_attention,
     )
 }

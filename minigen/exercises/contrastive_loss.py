@@ -1,4 +1,4 @@
-"""Exercise 12: the symmetric contrastive (InfoNCE) loss of CLIP, forward and backward."""
+"""Exercise 13: the symmetric contrastive (InfoNCE) loss of CLIP, forward and backward."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exercise 12: cross-attention with a key-padding mask, forward and backward (latent diffusion)."""
+"""Exercise 14: cross-attention with a key-padding mask, forward and backward (latent diffusion)."""
 
 from __future__ import annotations
 

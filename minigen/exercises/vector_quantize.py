@@ -1,4 +1,4 @@
-"""Exercise 13: vector quantisation, the nearest code, the straight-through estimator and the VQ loss.
+"""Exercise 12: vector quantisation, the nearest code, the straight-through estimator and the VQ loss.
 
 The two loss terms have the same value and different gradients, which is the whole point
 of the stop-gradients: each term is a ``Function`` whose backward returns a gradient for
