@@ -78,6 +78,7 @@ def test_vae_fills_its_latent_plane_and_the_autoencoder_does_not(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.full_demo
 def test_vq_digits_reaches_its_targets(tmp_path):
     metrics = _run("vq_digits", tmp_path)
     assert metrics["classifier_accuracy_on_real_test"] > 0.98  # the judge itself is reliable
