@@ -29,6 +29,15 @@
      generalisation: a blue 7 was never seen).
    ``logit_scale`` is the final t (the scale is s = e^t).
 
+At the defaults (seed 0, CPU) the run reaches zero-shot digit 0.902 and colour 1.000,
+retrieval 0.975 (text → image) and 0.944 (image → text), with t = 3.47 (s = 32). It took
+about 305 s of CPU time (one core; 477 s of wall time on the shared 2-core machine).
+The digits are the last attribute learned: with ``--steps 800`` (half the time) colour
+and retrieval are there (1.000, 0.607, 0.567) but zero-shot digit is 0.396. On the
+held-out combinations (500 images of blue 7s, red 3s, green 5s and yellow 9s, never
+seen in training) the colour is read perfectly (1.000), but the zero-shot digit falls to
+0.672: the digit detectors still lean on the colours they were trained with.
+
 Pictures (in --out):
     captions_samples.png     training images with their captions
     similarity.png           held-out images and their captions, and the similarity matrix between them

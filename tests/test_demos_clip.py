@@ -75,10 +75,24 @@ def test_clip_demo_rejects_a_batch_of_one(tmp_path, capsys):
 
 # ----------------------------------------------------------------------- demo targets
 @pytest.mark.slow
+@pytest.mark.full_demo
 def test_clip_demo_reaches_its_targets(tmp_path):
+    """The default run (about 5 minutes of CPU): the issue's targets on 1,000 held-out pairs."""
     metrics = _run(tmp_path)
     assert metrics["zero_shot_digit"] >= 0.90
     assert metrics["zero_shot_colour"] >= 0.90
     assert metrics["retrieval_r1_text_to_image"] >= 0.5
     assert metrics["retrieval_r1_image_to_text"] >= 0.5
     assert math.log(1 / 0.07) - 1.0 < metrics["logit_scale"] <= math.log(100.0) + 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.ci_quality
+def test_clip_demo_ci_sized_run_learns_every_attribute_but_the_digit_fully(tmp_path):
+    """800 steps (about half the default's time): colour and retrieval are there, the digits
+    (the last attribute CLIP learns here) are well above chance (0.1) but not yet at 0.9."""
+    metrics = _run(tmp_path, "--steps", "800")
+    assert metrics["zero_shot_colour"] >= 0.90
+    assert metrics["retrieval_r1_text_to_image"] >= 0.5
+    assert metrics["retrieval_r1_image_to_text"] >= 0.5
+    assert metrics["zero_shot_digit"] >= 0.3
