@@ -82,12 +82,13 @@ def _assert_targets(metrics: dict, accuracy: float, heldout: float) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.full_demo
 def test_text_to_image_demo_reaches_the_targets(tmp_path):
     _assert_targets(_run(tmp_path), accuracy=0.8, heldout=0.6)
 
 
 @pytest.mark.slow
-@pytest.mark.ci_quality
+@pytest.mark.full_demo
 def test_text_to_image_demo_short_run_reaches_relaxed_targets(tmp_path):
     _assert_targets(_run(tmp_path, *CI_FLAGS), accuracy=0.7, heldout=0.4)
 
