@@ -6,27 +6,8 @@ test only checks that the toy demo runs end to end and writes its pictures.
 
 from __future__ import annotations
 
-import importlib
-import json
-import sys
-from pathlib import Path
-
 import pytest
-
-DEMOS = Path(__file__).resolve().parent.parent / "demos"
-
-
-def _demo(name: str):
-    if str(DEMOS) not in sys.path:
-        sys.path.insert(0, str(DEMOS))
-    return importlib.import_module(name)
-
-
-def _run(name: str, tmp_path: Path, *flags: str) -> dict:
-    metrics = _demo(name).main(["--out", str(tmp_path), *flags])
-    assert json.loads((tmp_path / "metrics.json").read_text())["seconds"] == metrics["seconds"]
-    return metrics
-
+from demo_runner import run_demo
 
 TOY_PICTURES = ("schedules.png", "forward.png", "reverse.png", "reverse.gif", "samples.png", "modes.png", "loss.png")
 DIGIT_PICTURES = (
@@ -43,7 +24,7 @@ DIGIT_PICTURES = (
 
 # ------------------------------------------------------------------------- smoke test
 def test_diffusion_toy2d_demo_quick(tmp_path):
-    metrics = _run("diffusion_toy2d", tmp_path, "--quick")
+    metrics = run_demo("diffusion_toy2d", tmp_path, "--quick")
     for picture in TOY_PICTURES:
         assert (tmp_path / picture).stat().st_size > 0
     assert metrics["final_loss"] < 1.0  # below E‖ε‖² = 1, the loss of predicting ε̂ = 0
@@ -52,7 +33,7 @@ def test_diffusion_toy2d_demo_quick(tmp_path):
 # ----------------------------------------------------------------------- demo targets
 @pytest.mark.slow
 def test_diffusion_toy2d_matches_the_data(tmp_path):
-    metrics = _run("diffusion_toy2d", tmp_path)
+    metrics = run_demo("diffusion_toy2d", tmp_path)
     # Energy distance of 10,000 DDPM samples to 10,000 held-out points; fresh data scores ≈ 0.022.
     assert metrics["baseline_energy_distance_data"] < 0.025
     assert metrics["energy_distance_ddpm"] < 0.03
@@ -66,7 +47,7 @@ def test_diffusion_toy2d_matches_the_data(tmp_path):
 
 @pytest.mark.slow
 def test_diffusion_digits_draws_the_requested_digit(tmp_path):
-    metrics = _run("diffusion_digits", tmp_path)
+    metrics = run_demo("diffusion_digits", tmp_path)
     assert metrics["classifier_accuracy_on_real_test"] > 0.95  # the judge itself is reliable
     assert metrics["guidance_scale"] == 3.0
     assert metrics["guided_accuracy"] >= 0.8
@@ -77,6 +58,6 @@ def test_diffusion_digits_draws_the_requested_digit(tmp_path):
 @pytest.mark.slow
 def test_diffusion_digits_demo_quick(tmp_path):
     """Slow-marked: even --quick trains a classifier and a U-Net (about 10 s of CPU)."""
-    _run("diffusion_digits", tmp_path, "--quick")
+    run_demo("diffusion_digits", tmp_path, "--quick")
     for picture in DIGIT_PICTURES:
         assert (tmp_path / picture).stat().st_size > 0

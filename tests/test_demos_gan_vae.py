@@ -6,31 +6,13 @@ tests only check that a demo runs end to end and writes its pictures.
 
 from __future__ import annotations
 
-import importlib
-import json
-import sys
-from pathlib import Path
-
 import pytest
-
-DEMOS = Path(__file__).resolve().parent.parent / "demos"
-
-
-def _demo(name: str):
-    if str(DEMOS) not in sys.path:
-        sys.path.insert(0, str(DEMOS))
-    return importlib.import_module(name)
-
-
-def _run(name: str, tmp_path: Path, *flags: str) -> dict:
-    metrics = _demo(name).main(["--out", str(tmp_path), *flags])
-    assert json.loads((tmp_path / "metrics.json").read_text())["seconds"] == metrics["seconds"]
-    return metrics
+from demo_runner import run_demo
 
 
 # ------------------------------------------------------------------------- smoke tests
 def test_vae_demo_quick(tmp_path, capsys):
-    metrics = _run("vae_digits", tmp_path, "--quick", "--latent-dim", "2")
+    metrics = run_demo("vae_digits", tmp_path, "--quick", "--latent-dim", "2")
     said = capsys.readouterr().out
     assert "rendering 2000 training and 1000 test digits ..." in said and "done in" in said  # no silent phase
     for picture in ("reconstructions", "samples", "interpolation", "attribute", "latent_map", "latent_scatter", "elbo"):
@@ -39,13 +21,13 @@ def test_vae_demo_quick(tmp_path, capsys):
 
 
 def test_gan_toy2d_demo_quick(tmp_path):
-    _run("gan_toy2d", tmp_path, "--quick")
+    run_demo("gan_toy2d", tmp_path, "--quick")
     for picture in ("progress.png", "progress.gif", "samples.png", "decision_surface.png", "losses.png"):
         assert (tmp_path / picture).stat().st_size > 0
 
 
 def test_dcgan_demo_quick(tmp_path):
-    metrics = _run("dcgan_digits", tmp_path, "--quick")
+    metrics = run_demo("dcgan_digits", tmp_path, "--quick")
     for picture in ("samples.png", "progress.gif", "losses.png", "d_outputs.png"):
         assert (tmp_path / picture).stat().st_size > 0
     assert len(metrics["conditional_accuracy_per_class"]) == 10
@@ -59,14 +41,14 @@ def test_dcgan_demo_quick(tmp_path):
 # ----------------------------------------------------------------------- demo targets
 @pytest.mark.slow
 def test_gan_toy2d_covers_the_modes(tmp_path):
-    metrics = _run("gan_toy2d", tmp_path)
+    metrics = run_demo("gan_toy2d", tmp_path)
     assert metrics["modes_covered"] >= 7  # modes holding at least 1/3 of their share of samples
     assert metrics["energy_distance"] < 0.04
 
 
 @pytest.mark.slow
 def test_dcgan_draws_the_requested_digit(tmp_path):
-    metrics = _run("dcgan_digits", tmp_path)
+    metrics = run_demo("dcgan_digits", tmp_path)
     assert metrics["classifier_accuracy_on_real_test"] > 0.95  # the judge itself is reliable
     assert metrics["conditional_accuracy"] >= 0.85
     for picture in ("samples.png", "progress.gif", "losses.png", "d_outputs.png"):
@@ -75,7 +57,7 @@ def test_dcgan_draws_the_requested_digit(tmp_path):
 
 @pytest.mark.slow
 def test_vae_learns_digits(tmp_path):
-    metrics = _run("vae_digits", tmp_path)
+    metrics = run_demo("vae_digits", tmp_path)
     assert metrics["neg_elbo_drop"] > 0.5  # −ELBO falls by more than half from the first epoch to the last
     assert 1.0 < metrics["kl_per_sample"] < 30.0
     assert metrics["interpolation_endpoint_error"] < 1e-3  # the strip starts and ends at the reconstructions

@@ -7,14 +7,9 @@ runs end to end, writes its pictures and the metric keys of issue 15, and reject
 
 from __future__ import annotations
 
-import importlib
-import json
-import sys
-from pathlib import Path
-
 import pytest
+from demo_runner import import_demo, run_demo
 
-DEMOS = Path(__file__).resolve().parent.parent / "demos"
 LATENT_KEYS = {"grid_readable_ae", "grid_readable_vae", "prior_readable_ae", "prior_readable_vae"}
 VQ_KEYS = {
     "recon_psnr",
@@ -26,21 +21,9 @@ VQ_KEYS = {
 }
 
 
-def _demo(name: str):
-    if str(DEMOS) not in sys.path:
-        sys.path.insert(0, str(DEMOS))
-    return importlib.import_module(name)
-
-
-def _run(name: str, tmp_path: Path, *flags: str) -> dict:
-    metrics = _demo(name).main(["--out", str(tmp_path), *flags])
-    assert json.loads((tmp_path / "metrics.json").read_text())["seconds"] == metrics["seconds"]
-    return metrics
-
-
 # ------------------------------------------------------------------------- smoke tests
 def test_latent_spaces_demo_quick(tmp_path):
-    metrics = _run("latent_spaces", tmp_path, "--quick")
+    metrics = run_demo("latent_spaces", tmp_path, "--quick")
     assert LATENT_KEYS <= set(metrics)
     for key in LATENT_KEYS:
         assert 0.0 <= metrics[key] <= 1.0
@@ -49,7 +32,7 @@ def test_latent_spaces_demo_quick(tmp_path):
 
 
 def test_vq_demo_quick(tmp_path):
-    metrics = _run("vq_digits", tmp_path, "--quick", "--gan-start", "2", "--top-k", "8")
+    metrics = run_demo("vq_digits", tmp_path, "--quick", "--gan-start", "2", "--top-k", "8")
     assert VQ_KEYS <= set(metrics) and "recon_psnr_continuous" in metrics
     assert 0.0 < metrics["codes_used_fraction"] <= 1.0 and 1.0 <= metrics["perplexity"] <= 64.0
     assert metrics["gan_start"] == 2 and metrics["top_k"] == 8
@@ -62,7 +45,7 @@ def test_vq_demo_quick(tmp_path):
 @pytest.mark.parametrize(("name", "flag"), [("vq_digits", "--steps"), ("latent_spaces", "--epochs")])
 def test_demos_reject_bad_flags_before_training(tmp_path, capsys, name, flag):
     with pytest.raises(SystemExit) as exit_info:
-        _demo(name).main(["--out", str(tmp_path), flag, "0"])
+        import_demo(name).main(["--out", str(tmp_path), flag, "0"])
     assert exit_info.value.code == 2
     assert flag in capsys.readouterr().err
     assert not (tmp_path / "metrics.json").exists()
@@ -71,7 +54,7 @@ def test_demos_reject_bad_flags_before_training(tmp_path, capsys, name, flag):
 # ----------------------------------------------------------------------- demo targets
 @pytest.mark.slow
 def test_vae_fills_its_latent_plane_and_the_autoencoder_does_not(tmp_path):
-    metrics = _run("latent_spaces", tmp_path)
+    metrics = run_demo("latent_spaces", tmp_path)
     assert metrics["real_readable"] > 0.9  # the judge reads real digits with confidence
     assert metrics["grid_readable_vae"] > metrics["grid_readable_ae"] + 0.05
     assert metrics["prior_readable_vae"] > metrics["prior_readable_ae"]
@@ -80,7 +63,7 @@ def test_vae_fills_its_latent_plane_and_the_autoencoder_does_not(tmp_path):
 @pytest.mark.slow
 @pytest.mark.full_demo
 def test_vq_digits_reaches_its_targets(tmp_path):
-    metrics = _run("vq_digits", tmp_path)
+    metrics = run_demo("vq_digits", tmp_path)
     assert metrics["classifier_accuracy_on_real_test"] > 0.98  # the judge itself is reliable
     assert metrics["codes_used_fraction"] >= 0.5
     assert metrics["codes_used_fraction_ablation"] <= 0.25  # the collapse the ablation shows
@@ -92,7 +75,7 @@ def test_vq_digits_reaches_its_targets(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ci_quality
 def test_vq_digits_short_run_reaches_relaxed_targets(tmp_path):
-    metrics = _run("vq_digits", tmp_path, "--steps", "500", "--prior-steps", "800")
+    metrics = run_demo("vq_digits", tmp_path, "--steps", "500", "--prior-steps", "800")
     assert metrics["codes_used_fraction"] >= 0.5
     assert metrics["codes_used_fraction_ablation"] <= 0.25
     assert metrics["prior_class_accuracy"] >= 0.7

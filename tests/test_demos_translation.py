@@ -7,28 +7,11 @@ of issue 14, and rejects bad flags.
 
 from __future__ import annotations
 
-import importlib
-import json
-import sys
-from pathlib import Path
-
 import pytest
+from demo_runner import import_demo, run_demo
 
-DEMOS = Path(__file__).resolve().parent.parent / "demos"
 PIX2PIX_KEYS = {"digit_accuracy", "l1", "sharpness_l1_only", "sharpness_gan"}
 CYCLEGAN_KEYS = {"a2b_digit_accuracy", "b2a_digit_accuracy", "a2b_domain_accuracy", "b2a_domain_accuracy", "cycle_l1"}
-
-
-def _demo(name: str):
-    if str(DEMOS) not in sys.path:
-        sys.path.insert(0, str(DEMOS))
-    return importlib.import_module(name)
-
-
-def _run(name: str, tmp_path: Path, *flags: str) -> dict:
-    metrics = _demo(name).main(["--out", str(tmp_path), *flags])
-    assert json.loads((tmp_path / "metrics.json").read_text())["seconds"] == metrics["seconds"]
-    return metrics
 
 
 # ------------------------------------------------------------------------- smoke tests
@@ -42,7 +25,7 @@ def _run(name: str, tmp_path: Path, *flags: str) -> dict:
     ],
 )
 def test_pix2pix_demo_quick(tmp_path, task, flags):
-    metrics = _run("pix2pix_digits", tmp_path, "--quick", "--task", task, *flags)
+    metrics = run_demo("pix2pix_digits", tmp_path, "--quick", "--task", task, *flags)
     assert PIX2PIX_KEYS <= set(metrics) and metrics["task"] == task
     assert ("hue_accuracy" in metrics) == (task == "grey2colour")
     assert metrics["upsample"] == ("transposed" if "transposed" in flags else "nearest")
@@ -54,7 +37,7 @@ def test_pix2pix_demo_quick(tmp_path, task, flags):
 
 def test_pix2pix_demo_rejects_an_unknown_task(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _demo("pix2pix_digits").main(["--out", str(tmp_path), "--task", "edges2handbags"])
+        import_demo("pix2pix_digits").main(["--out", str(tmp_path), "--task", "edges2handbags"])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "--task" in error and "edges2handbags" in error
@@ -64,7 +47,7 @@ def test_pix2pix_demo_rejects_an_unknown_task(tmp_path, capsys):
 
 
 def test_cyclegan_demo_quick(tmp_path):
-    metrics = _run("cyclegan_digits", tmp_path, "--quick")
+    metrics = run_demo("cyclegan_digits", tmp_path, "--quick")
     assert CYCLEGAN_KEYS <= set(metrics)
     assert {"cycle_l1_noisy", "background_a2b", "background_b2a"} <= set(metrics)  # the pitfalls' signs
     for picture in ("domains.png", "translations.png", "losses.png", "cycle.png", "d_scores.png"):
@@ -74,7 +57,7 @@ def test_cyclegan_demo_quick(tmp_path):
 # ----------------------------------------------------------------------- demo targets
 @pytest.mark.slow
 def test_pix2pix_edges2digits_reaches_its_targets(tmp_path):
-    metrics = _run("pix2pix_digits", tmp_path)
+    metrics = run_demo("pix2pix_digits", tmp_path)
     assert metrics["classifier_accuracy_on_real_test"] > 0.97  # the judge itself is reliable
     assert metrics["digit_accuracy"] >= 0.95
     assert metrics["l1"] < 0.05
@@ -84,14 +67,14 @@ def test_pix2pix_edges2digits_reaches_its_targets(tmp_path):
 
 @pytest.mark.slow
 def test_pix2pix_grey2colour_paints_the_class_hue(tmp_path):
-    metrics = _run("pix2pix_digits", tmp_path, "--task", "grey2colour")
+    metrics = run_demo("pix2pix_digits", tmp_path, "--task", "grey2colour")
     assert metrics["hue_accuracy"] >= 0.90
     assert metrics["digit_accuracy"] >= 0.95
 
 
 @pytest.mark.slow
 def test_cyclegan_keeps_the_digit_and_changes_the_stroke(tmp_path):
-    metrics = _run("cyclegan_digits", tmp_path)
+    metrics = run_demo("cyclegan_digits", tmp_path)
     assert metrics["domain_classifier_accuracy_on_real_test"] > 0.97
     for key in CYCLEGAN_KEYS - {"cycle_l1"}:
         assert metrics[key] >= 0.90, key

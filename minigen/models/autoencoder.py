@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import minigen.nn as nn
 import minigen.nn.functional as F
+from minigen.models.vae import downsampling_convs, upsampling_convs
 from minigen.tensor import Tensor
 
 
@@ -59,19 +60,10 @@ class ConvAutoencoder(nn.Module):
         self.latent_dim, self.base_channels = latent_dim, base_channels
         self.small = image_size // 4
         flat = 2 * base_channels * self.small**2
-        self.encoder = nn.Sequential(
-            nn.Conv2d(channels, base_channels, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(base_channels, 2 * base_channels, 4, stride=2, padding=1),
-            nn.ReLU(),
-        )
+        self.encoder = downsampling_convs(channels, base_channels)
         self.to_z = nn.Linear(flat, latent_dim)
         self.from_z = nn.Linear(latent_dim, flat)
-        self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(2 * base_channels, base_channels, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(base_channels, channels, 4, stride=2, padding=1),
-        )
+        self.decoder = upsampling_convs(base_channels, channels)
 
     def encode(self, x: Tensor) -> Tensor:
         """z = f_φ(x): (N, C, H, W) → (N, d)."""

@@ -171,6 +171,25 @@ class MLPVAE(_VAE):
         return self.decoder(z).reshape((z.shape[0], *self.data_shape))
 
 
+def downsampling_convs(channels: int, base_channels: int) -> nn.Sequential:
+    """x (N, C, H, W) ─Conv(k4,s2,p1), ReLU→ (N, c, H/2, W/2) ─Conv(k4,s2,p1), ReLU→ (N, 2c, H/4, W/4)."""
+    return nn.Sequential(
+        nn.Conv2d(channels, base_channels, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(base_channels, 2 * base_channels, 4, stride=2, padding=1),
+        nn.ReLU(),
+    )
+
+
+def upsampling_convs(base_channels: int, channels: int) -> nn.Sequential:
+    """h (N, 2c, H/4, W/4) ─ConvT(k4,s2,p1), ReLU→ (N, c, H/2, W/2) ─ConvT(k4,s2,p1)→ logits (N, C, H, W)."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(2 * base_channels, base_channels, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(base_channels, channels, 4, stride=2, padding=1),
+    )
+
+
 class ConvVAE(_VAE):
     """A convolutional VAE: strided convolutions down, transposed convolutions up.
 
@@ -187,20 +206,11 @@ class ConvVAE(_VAE):
         self.latent_dim, self.base_channels = latent_dim, base_channels
         self.small = image_size // 4
         flat = 2 * base_channels * self.small**2
-        self.encoder = nn.Sequential(
-            nn.Conv2d(channels, base_channels, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(base_channels, 2 * base_channels, 4, stride=2, padding=1),
-            nn.ReLU(),
-        )
+        self.encoder = downsampling_convs(channels, base_channels)
         self.to_mu = nn.Linear(flat, latent_dim)
         self.to_logvar = nn.Linear(flat, latent_dim)
         self.from_z = nn.Linear(latent_dim, flat)
-        self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(2 * base_channels, base_channels, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(base_channels, channels, 4, stride=2, padding=1),
-        )
+        self.decoder = upsampling_convs(base_channels, channels)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.encoder(x).reshape(x.shape[0], -1)
