@@ -19,11 +19,13 @@ The lecture's Stable Diffusion, small (``minigen/models/latent_diffusion.py`` ha
    training set is encoded once, z_0 = s·E(x).
 4. **Diffusion in latent space.** A U-Net with spatial transformers (self-attention,
    cross-attention to the caption, feed-forward) at 4×4 and in the middle, and a 2-block
-   transformer text encoder τ_θ, trained jointly on ‖ε − ε_θ(z_t, t, τ_θ(y))‖²; 10% of
-   the captions are replaced by the empty caption ∅. ``--clip-init`` starts τ_θ from
+   transformer text encoder τ_θ, trained jointly (3000 steps of 32) on the v-prediction
+   loss ‖v − v_θ(z_t, t, τ_θ(y))‖², v = √ᾱ_t ε − √(1−ᾱ_t) z_0; 10% of the captions are
+   replaced by the empty caption ∅. ``--clip-init`` starts τ_θ from
    the text encoder of a CLIP checkpoint (``demos/clip_digits.py --save``).
 5. **Sampling.** DDIM (25 steps, η = 0) with classifier-free guidance
-   ε̃ = ε_θ(z_t, t, ∅) + w (ε_θ(z_t, t, y) − ε_θ(z_t, t, ∅)), w = 3, decoded by D.
+   ε̃ = ε_θ(z_t, t, ∅) + w (ε_θ(z_t, t, y) − ε_θ(z_t, t, ∅)), w = 3, decoded by D
+   (ε̂ = √ᾱ_t v̂ + √(1−ᾱ_t) z_t).
 6. **Inpainting.** The digit's half of a test image is regenerated under a new caption;
    at every step the other half's latent is replaced by the original's, noised to the step.
 
@@ -99,7 +101,7 @@ from minigen.utils import TrainingLog, colormap, line_plot, save_image_grid
 
 DEFAULT = dict(
     n_train=20_000, n_test=2000, judge_epochs=2, ae_steps=600, ae_batch=64, ae_lr=2e-3, ae_beta=1e-3,
-    steps=1500, batch=64, lr=2e-3, warmup=100, base=32, mults=(1, 2), heads=4, text_depth=2,
+    steps=3000, batch=32, lr=2e-3, warmup=100, base=32, mults=(1, 2), heads=4, text_depth=2,
     T=1000, ddim_steps=25, n_eval=200, n_heldout=100, n_inpaint=40, samples_per_prompt=4,
 )  # fmt: skip
 QUICK = dict(
@@ -115,7 +117,7 @@ GUIDANCE_SWEEP = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
 
 
 def extra_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=positive_int, default=None, help="diffusion training steps (default 1500)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="diffusion training steps (default 3000)")
     parser.add_argument(
         "--guidance", type=non_negative_float, default=3.0, help="classifier-free guidance scale w (default 3)"
     )
@@ -225,11 +227,16 @@ def read_attributes(judges: Sequence[nn.Module], images: np.ndarray, device: str
 def build_model(cfg: dict, tokenizer: Tokenizer) -> LatentDiffusion:
     """The KL autoencoder (32×32×3 → 8×8×4), τ_θ (CLIP's text encoder class) and the U-Net.
 
-    Two choices, each measured (see the README): the U-Net also adds the mean of τ_θ(y)
-    to its time embedding (``pooled_context``), and τ_θ's token embeddings start at
-    N(0, 1) instead of CLIP's N(0, 0.02). With CLIP's tiny embeddings the transformer
-    blocks' outputs swamp the word identities, every token's feature looks alike, and in
-    1500 steps the diffusion loss never teaches it "left" from "right" or "3" from "7".
+    Three choices, each measured (see the README): the U-Net also adds the mean of τ_θ(y)
+    to its time embedding (``pooled_context``); τ_θ's token embeddings start at N(0, 1)
+    instead of CLIP's N(0, 0.02) (with CLIP's tiny embeddings the transformer blocks'
+    outputs swamp the word identities, every token's feature looks alike, and in 1500
+    steps the diffusion loss never teaches it "left" from "right" or "3" from "7"); and
+    the U-Net predicts v, not ε. What limits the digit accuracy is drawing the digit's
+    shape, not reading it: a linear probe reads the digit from the mean of τ_θ(y) without
+    error, the autoencoder's reconstructions keep it (judge 0.92 on D(E(x))), and the
+    samples get the colour, place and size right but draw shapes that improve with
+    training steps (3000 steps of 32 beat 1500 of 64 at about the same CPU time).
     """
     autoencoder = KLAutoencoder(3, latent_channels=4, widths=(32, 64))
     text_encoder = TextEncoder(
@@ -249,7 +256,9 @@ def build_model(cfg: dict, tokenizer: Tokenizer) -> LatentDiffusion:
     # DDIM's first of 25 steps multiplies the error of ε̂ by √(ᾱ_prev/ᾱ_T) ≈ 600, and the
     # samples were noise; here the factor is about 3.
     schedule = offset_cosine_schedule(cfg["T"])
-    return LatentDiffusion(autoencoder, text_encoder, unet, schedule, null_tokens, null_mask)
+    # v-prediction: its loss (1 + SNR_t)‖z_0 − ẑ_0‖² does not neglect the high noise levels,
+    # where the digit's identity is decided (measured, 1500 steps of 64: digit accuracy 0.48, ε 0.40).
+    return LatentDiffusion(autoencoder, text_encoder, unet, schedule, null_tokens, null_mask, prediction="v")
 
 
 def train_autoencoder(model: LatentDiffusion, images: np.ndarray, cfg: dict, device: str, seed: int) -> list[float]:
@@ -568,7 +577,7 @@ def main(argv: list[str] | None = None) -> dict:
         )  # fmt: skip
     if ldm_losses:
         line_plot(
-            {"||eps - eps_theta(z_t, t, tau(y))||^2": ldm_losses}, out / "diffusion_loss.png",
+            {"||v - v_theta(z_t, t, tau(y))||^2": ldm_losses}, out / "diffusion_loss.png",
             title="latent diffusion training loss", smooth=0.9,
         )  # fmt: skip
     return write_metrics(args, metrics)
