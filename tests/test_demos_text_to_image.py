@@ -7,14 +7,11 @@ marked xfail) and the shorter ``--steps 600`` run.
 
 from __future__ import annotations
 
-import importlib
-import json
-import sys
 from pathlib import Path
 
 import pytest
+from demo_runner import import_demo, run_demo
 
-DEMOS = Path(__file__).resolve().parent.parent / "demos"
 KEYS = {
     "digit_accuracy",
     "colour_accuracy",
@@ -40,14 +37,11 @@ PICTURES = (
 
 
 def _demo():
-    if str(DEMOS) not in sys.path:
-        sys.path.insert(0, str(DEMOS))
-    return importlib.import_module("text_to_image")
+    return import_demo("text_to_image")
 
 
 def _run(tmp_path: Path, *flags: str) -> dict:
-    metrics = _demo().main(["--out", str(tmp_path), *flags])
-    assert json.loads((tmp_path / "metrics.json").read_text())["seconds"] == metrics["seconds"]
+    metrics = run_demo("text_to_image", tmp_path, *flags)
     assert KEYS <= set(metrics)
     trained = "--load" not in flags  # a loaded model has no training curves
     for picture in PICTURES if trained else PICTURES[:-2]:

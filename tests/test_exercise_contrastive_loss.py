@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from exercise_testing import assert_fails_with_hint, solution_with_mistakes
 
 from minigen.exercises import EXERCISES, get
 from minigen.exercises.__main__ import main
@@ -66,19 +67,7 @@ MISTAKES = [
 
 
 def with_mistakes(tmp_path: Path, edits: list[tuple[str, str]]) -> Path:
-    source = SOLUTION.read_text()
-    for old, new in edits:
-        assert source.count(old) == 1, f"the solution must contain {old!r} exactly once"
-        source = source.replace(old, new)
-    path = tmp_path / "contrastive_loss.py"
-    path.write_text(source)
-    return path
-
-
-def check_named(report, name):
-    found = [c for c in report.checks if c.name == name]
-    assert found, f"no check named {name!r}; checks: {[c.name for c in report.checks]}"
-    return found[0]
+    return solution_with_mistakes(tmp_path, "contrastive_loss", edits)
 
 
 def test_registered_in_lecture_order():
@@ -97,10 +86,7 @@ def test_correct_solution_passes():
 @pytest.mark.parametrize(("mistake", "edits", "failing", "hint"), MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_typical_mistake_fails_with_the_right_hint(tmp_path, mistake, edits, failing, hint):
     report = check_file(EXERCISE, with_mistakes(tmp_path, edits), max_examples=EXAMPLES)
-    assert not report.passed
-    check = check_named(report, failing)
-    assert not check.passed, report.text()
-    assert any(hint in h for h in check.hints), f"expected a hint with {hint!r}:\n{report.text()}"
+    assert_fails_with_hint(report, failing, hint)
 
 
 def test_template_stubs_say_not_implemented_yet(tmp_path, capsys):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from exercise_testing import assert_fails_with_hint, solution_with_mistakes
 
 from minigen.exercises import cross_attention
 from minigen.exercises.__main__ import main
@@ -56,11 +57,7 @@ MISTAKES = [
 
 
 def with_mistake(tmp_path: Path, old: str, new: str) -> Path:
-    source = SOLUTION.read_text()
-    assert source.count(old) == 1, f"the solution must contain {old!r} exactly once"
-    path = tmp_path / "cross_attention.py"
-    path.write_text(source.replace(old, new))
-    return path
+    return solution_with_mistakes(tmp_path, "cross_attention", [(old, new)])
 
 
 def test_correct_solution_passes():
@@ -72,10 +69,7 @@ def test_correct_solution_passes():
 @pytest.mark.parametrize(("mistake", "old", "new", "failing", "hint"), MISTAKES, ids=[m[0] for m in MISTAKES])
 def test_typical_mistake_fails_with_the_right_hint(tmp_path, mistake, old, new, failing, hint):
     report = check_file(cross_attention, with_mistake(tmp_path, old, new), max_examples=EXAMPLES)
-    assert not report.passed
-    check = next(c for c in report.checks if c.name == failing)
-    assert not check.passed, report.text()
-    assert any(hint in h for h in check.hints), f"expected a hint with {hint!r}:\n{report.text()}"
+    assert_fails_with_hint(report, failing, hint)
 
 
 def test_template_is_the_maths_and_stubs(tmp_path, capsys):

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+from exercise_testing import assert_fails_with_hint, check_named, solution_with_mistakes
 
 from minigen.exercises import EXERCISES, get
 from minigen.exercises.__main__ import main
@@ -178,17 +179,7 @@ def solution(name: str) -> str:
 
 
 def with_mistake(tmp_path: Path, name: str, old: str, new: str) -> Path:
-    source = solution(name)
-    assert source.count(old) == 1, f"the correct {name} solution must contain {old!r} exactly once"
-    path = tmp_path / f"{name}.py"
-    path.write_text(source.replace(old, new))
-    return path
-
-
-def check_named(report, name):
-    found = [c for c in report.checks if c.name == name]
-    assert found, f"no check named {name!r}; checks: {[c.name for c in report.checks]}"
-    return found[0]
+    return solution_with_mistakes(tmp_path, name, [(old, new)])
 
 
 @pytest.mark.parametrize("name", list(EXERCISES))
@@ -206,11 +197,7 @@ def test_correct_solution_passes(name):
 )
 def test_typical_mistake_fails_with_the_right_hint(tmp_path, name, mistake, old, new, failing, hint):
     report = check_file(get(name), with_mistake(tmp_path, name, old, new), max_examples=EXAMPLES)
-    assert not report.passed
-    check = check_named(report, failing)
-    assert not check.passed, report.text()
-    assert any(hint in h for h in check.hints), f"expected a hint with {hint!r}:\n{report.text()}"
-    assert hint in report.text()
+    assert_fails_with_hint(report, failing, hint)
 
 
 @pytest.mark.parametrize(
