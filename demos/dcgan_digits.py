@@ -21,7 +21,7 @@ Pictures (in --out):
 
     python demos/dcgan_digits.py [--device cuda] [--quick] [--patch]
 
-Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
+Time on the idle 2-core AMD EPYC machine (CPU, 2026-12-03): 2 min 41 s; with --quick 8.4 s.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python demos/diffusion_digits.py [--device cuda] [--quick] [--steps N] [--guidance W]
 
-Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
+Time on the idle 2-core AMD EPYC machine (CPU, 2026-12-03): 4 min 20 s; with --quick 12.6 s.
 
 1. **Training.** A small U-Net ε_θ(x_t, t, y) learns the DDPM loss on 16×16 rendered
    digits (scaled to [−1, 1]). One label in ten is replaced by the null label ∅, so

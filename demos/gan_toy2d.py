@@ -20,7 +20,7 @@ Try ``--loss saturating`` to watch the generator stall (D(G(z)) stays near 0), o
 
     python demos/gan_toy2d.py [--device cuda] [--quick] [--loss nonsaturating|saturating|wgan-gp]
 
-Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
+Time on the idle 2-core AMD EPYC machine (CPU, 2026-12-03): 1 min 55 s; with --quick 8.0 s.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python demos/gpt_chars.py [--device cuda] [--quick] [--steps N]
 
-Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
+Time on the idle 2-core AMD EPYC machine (CPU, 2026-12-03): 2 min 30 s; with --quick 2.5 s.
 
 The corpus (``minigen/data/corpus.txt``, 25 KB) holds sonnets by William Shakespeare
 (1609), in the public domain. Each character is a token. The model reads 64 characters

@@ -13,8 +13,8 @@ At test time the model reads an unsorted sequence it has never seen and writes t
 sorted one itself, greedily (the most likely token at each step).
 
 There are only 3⁶ = 729 sequences; a fixed fifth of them is held out, so a perfect test
-score means the model sorts, not that it memorised. Time on the 2-core AMD EPYC CI
-machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
+score means the model sorts, not that it memorised. Time on the idle 2-core AMD EPYC
+machine (CPU, 2026-12-03): 26 s; with --quick 2.7 s.
 
 Pictures: ``loss.png`` and ``attention.png``: for one held-out sequence, where each
 position of the sorted half looks while it writes its symbol, in the one head (of all

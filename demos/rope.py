@@ -2,7 +2,7 @@
 
     python demos/rope.py [--device cuda] [--quick] [--steps N]
 
-Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
+Time on the idle 2-core AMD EPYC machine (CPU, 2026-12-03): 50 s; with --quick 2.6 s.
 
 Part 1, the maths. RoPE rotates a query at position m by R_m and a key at position n by
 R_n, so the score is ⟨R_m q, R_n k⟩ = qᵀ R_{n−m} k: it depends on n − m only.

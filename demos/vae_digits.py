@@ -16,7 +16,7 @@ Pictures (in --out):
 
     python demos/vae_digits.py [--device cuda] [--quick] [--latent-dim 2] [--model conv]
 
-Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
+Time on the idle 2-core AMD EPYC machine (CPU, 2026-12-03): 29 s; with --quick 2.1 s.
 """
 
 from __future__ import annotations

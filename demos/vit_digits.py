@@ -2,7 +2,7 @@
 
     python demos/vit_digits.py [--device cuda] [--quick] [--epochs N]
 
-Time on the 2-core AMD EPYC CI machine (CPU): ⟨time⟩; with --quick ⟨time⟩.
+Time on the idle 2-core AMD EPYC machine (CPU, 2026-12-03): 46 s; with --quick 2.9 s.
 
 Each 16×16 digit becomes 16 patch tokens plus a [CLS] token; four transformer blocks
 let the tokens attend to each other, and the [CLS] vector is classified. Pictures:
