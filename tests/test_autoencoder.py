@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from random_models import normal_f64, randomised_parameters
 
 import minigen as mg
 import minigen.nn as nn
@@ -17,17 +18,6 @@ from minigen.models.autoencoder import (
     reconstruction_loss,
 )
 from minigen.models.vae import ConvVAE, reconstruction_log_likelihood
-
-
-def _randomised(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
-    rng = np.random.default_rng(seed)
-    for p in model.parameters():
-        p.data[...] = rng.normal(0.0, scale, p.shape).astype(p.dtype)
-    return model
-
-
-def _f64(*shape: int, seed: int = 0) -> mg.Tensor:
-    return mg.tensor(np.random.default_rng(seed).normal(size=shape), dtype=mg.float64)
 
 
 def test_autoencoder_shapes(device):
@@ -117,21 +107,21 @@ def test_spatial_encoder_and_decoder_shapes(downsamples, device):
 
 # --------------------------------------------------------------------- gradient checks
 def test_conv_autoencoder_gradcheck():
-    model = _randomised(ConvAutoencoder(1, 4, latent_dim=2, base_channels=2)).to(mg.float64)
-    mg.gradcheck(model, _f64(2, 1, 4, 4))
+    model = randomised_parameters(ConvAutoencoder(1, 4, latent_dim=2, base_channels=2)).to(mg.float64)
+    mg.gradcheck(model, normal_f64(2, 1, 4, 4))
 
 
 def test_conv_encoder_gradcheck():
-    mg.gradcheck(_randomised(ConvEncoder(1, 3, 2, downsamples=1)).to(mg.float64), _f64(1, 1, 4, 4))
+    mg.gradcheck(randomised_parameters(ConvEncoder(1, 3, 2, downsamples=1)).to(mg.float64), normal_f64(1, 1, 4, 4))
 
 
 def test_conv_decoder_gradcheck():
-    mg.gradcheck(_randomised(ConvDecoder(3, 1, 2, upsamples=1)).to(mg.float64), _f64(1, 3, 2, 2))
+    mg.gradcheck(randomised_parameters(ConvDecoder(3, 1, 2, upsamples=1)).to(mg.float64), normal_f64(1, 3, 2, 2))
 
 
 def test_reconstruction_loss_gradcheck():
     x = mg.tensor(np.random.default_rng(2).uniform(size=(2, 1, 3, 3)))
-    mg.gradcheck(lambda logits: reconstruction_loss(logits, x), _f64(2, 1, 3, 3).requires_grad_(True))
+    mg.gradcheck(lambda logits: reconstruction_loss(logits, x), normal_f64(2, 1, 3, 3).requires_grad_(True))
 
 
 # ---------------------------------------------------------------------------- errors

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from random_models import randomised_parameters
 
 import minigen as mg
 import minigen.nn as nn
@@ -29,13 +30,6 @@ from minigen.testing.strategies import arrays
 
 TOK = Tokenizer.default()
 CAPTIONS = ["a small red 3 on the left", "left: a red three, small", "something blue", "the digit 7"]
-
-
-def _randomised(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
-    rng = np.random.default_rng(seed)
-    for p in model.parameters():
-        p.data[...] = rng.normal(0.0, scale, p.shape).astype(p.dtype)
-    return model
 
 
 def _unit(rows: int, dim: int, seed: int = 0, dtype=np.float64) -> np.ndarray:
@@ -58,7 +52,9 @@ def test_text_encoder_shapes_and_pooling_at_end(device):
 def test_padded_tokens_change_nothing(device):
     """Whatever stands at the padded positions (and however long the padding), the real positions'
     features and the pooled vector are the same."""
-    encoder = _randomised(TextEncoder(TOK.vocab_size, context_length=16, width=16, depth=2, heads=2)).to(device)
+    encoder = randomised_parameters(TextEncoder(TOK.vocab_size, context_length=16, width=16, depth=2, heads=2)).to(
+        device
+    )
     tokens, mask = TOK.encode(CAPTIONS, context_length=16)
     scrambled = tokens.copy()
     scrambled[mask] = np.random.default_rng(0).integers(0, TOK.vocab_size, mask.sum())
@@ -97,7 +93,7 @@ class _PooledText(nn.Module):
 def test_pooled_text_encoder_gradcheck():
     small = Tokenizer(["<pad>", "<end>", "a", "red", "3", "something", "blue"])  # fewer embedding rows to check
     encoder = TextEncoder(small.vocab_size, context_length=5, width=8, depth=1, heads=2, mlp_ratio=1)
-    encoder = _randomised(encoder, scale=0.2)
+    encoder = randomised_parameters(encoder, scale=0.2)
     tokens, mask = small.encode(["a red 3", "something blue", "3"], context_length=5)
     # Tensors of more than 32 entries are checked along random directions plus sampled entries.
     pooled = _PooledText(encoder).to(mg.float64)
@@ -263,7 +259,7 @@ def test_clip_outputs_unit_vectors_and_logits(device):
 
 def test_image_encoder_keeps_position():
     """Flattening (not averaging) the last grid: the same blob left and right gives different features."""
-    encoder = _randomised(ImageEncoder(3, (4, 4, 4)), scale=0.3)
+    encoder = randomised_parameters(ImageEncoder(3, (4, 4, 4)), scale=0.3)
     left, right = np.zeros((1, 3, 32, 32), np.float32), np.zeros((1, 3, 32, 32), np.float32)
     left[..., 12:20, 2:10], right[..., 12:20, 22:30] = 1.0, 1.0
     with mg.no_grad():

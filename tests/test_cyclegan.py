@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from random_models import randomised_parameters
 
 import minigen as mg
 import minigen.nn as nn
@@ -27,13 +28,6 @@ from minigen.models.cyclegan import (
 )
 
 
-def _randomised(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
-    rng = np.random.default_rng(seed)
-    for p in model.parameters():
-        p.data[...] = rng.normal(0.0, scale, p.shape).astype(p.dtype)
-    return model
-
-
 def _f64(*shape: int, seed: int = 0) -> mg.Tensor:
     return mg.tensor(np.random.default_rng(seed).uniform(-1, 1, shape), dtype=mg.float64)
 
@@ -46,7 +40,7 @@ def _tiny_networks(seed: int = 0) -> dict[str, nn.Module]:
         "D_A": nn.Conv2d(1, 1, 2),
         "D_B": nn.Conv2d(1, 1, 2),
     }
-    return {name: _randomised(net, seed + i).to(mg.float64) for i, (name, net) in enumerate(nets.items())}
+    return {name: randomised_parameters(net, seed + i).to(mg.float64) for i, (name, net) in enumerate(nets.items())}
 
 
 # ------------------------------------------------------------------------------ losses

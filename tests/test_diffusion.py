@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from random_models import randomised_parameters
 
 import minigen as mg
 import minigen.nn as nn
@@ -45,15 +46,6 @@ from minigen.models.unet import MLPDenoiser
 from minigen.optim import EMA
 
 FACTORIES = [linear_schedule, cosine_schedule, offset_cosine_schedule]
-
-
-def _randomised(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A network with every parameter random (the zero-initialised output layer too),
-    so that its predictions depend on every input."""
-    rng = np.random.default_rng(seed)
-    for p in model.parameters():
-        p.data[...] = rng.normal(0.0, 0.5, p.shape).astype(p.dtype)
-    return model
 
 
 def _t(value: int, n: int, device: str = "cpu") -> mg.Tensor:
@@ -236,7 +228,7 @@ def test_the_ddpm_schedule_ends_near_pure_noise(factory):
 # -------------------------------------------------------------------------------- loss
 def test_ddpm_loss_with_explicit_t_and_noise_is_the_formula():
     s = linear_schedule(30)
-    model = _randomised(MLPDenoiser(data_dim=2, hidden=8, num_layers=1, time_dim=4))
+    model = randomised_parameters(MLPDenoiser(data_dim=2, hidden=8, num_layers=1, time_dim=4), scale=0.5)
     rng = np.random.default_rng(2)
     x0 = mg.tensor(rng.normal(size=(5, 2)))
     noise = mg.tensor(rng.normal(size=(5, 2)))
@@ -388,7 +380,7 @@ def test_ddim_with_eta_1_on_every_step_is_ddpm():
 
 def test_ddim_eta_0_is_deterministic_for_a_fixed_x_T_and_ddpm_is_not():
     s = linear_schedule(100)
-    model = _randomised(MLPDenoiser(data_dim=2, hidden=16, num_layers=2, time_dim=8), seed=1)
+    model = randomised_parameters(MLPDenoiser(data_dim=2, hidden=16, num_layers=2, time_dim=8), seed=1, scale=0.5)
     x_T = mg.randn(8, 2)
     mg.manual_seed(10)
     first = ddim_sample(model, s, x_T, num_steps=10, eta=0.0).numpy()
@@ -445,7 +437,7 @@ def test_ddim_timesteps_rejects_bad_counts():
 
 def test_samplers_run_on_every_device_and_agree_with_the_cpu(device):
     s = linear_schedule(20)
-    model = _randomised(MLPDenoiser(data_dim=2, hidden=8, num_layers=2, time_dim=4, num_classes=2))
+    model = randomised_parameters(MLPDenoiser(data_dim=2, hidden=8, num_layers=2, time_dim=4, num_classes=2), scale=0.5)
     x_T = np.random.default_rng(7).normal(size=(4, 2)).astype(np.float32)
     y = np.array([0, 1, 1, 0])
     results = []
@@ -462,7 +454,7 @@ def test_samplers_run_on_every_device_and_agree_with_the_cpu(device):
 
 def test_trajectory_records_x_t_and_x0_predictions():
     s = linear_schedule(20)
-    model = _randomised(MLPDenoiser(data_dim=2, hidden=8, num_layers=1, time_dim=4))
+    model = randomised_parameters(MLPDenoiser(data_dim=2, hidden=8, num_layers=1, time_dim=4), scale=0.5)
     trajectory = Trajectory(every=5)
     final = ddpm_sample(model, s, mg.randn(3, 2), trajectory=trajectory)
     assert trajectory.timesteps == [19, 14, 9, 4, 0, -1]
@@ -475,7 +467,7 @@ def test_trajectory_records_x_t_and_x0_predictions():
 
 def test_clip_x0_keeps_the_predicted_x0_in_range():
     s = linear_schedule(20)
-    model = _randomised(MLPDenoiser(data_dim=2, hidden=8, num_layers=1, time_dim=4))
+    model = randomised_parameters(MLPDenoiser(data_dim=2, hidden=8, num_layers=1, time_dim=4), scale=0.5)
     for sampler in (ddpm_sample, ddim_sample):
         trajectory = Trajectory()
         sampler(model, s, 5 * mg.randn(6, 2), clip_x0=1.0, trajectory=trajectory)
@@ -484,7 +476,9 @@ def test_clip_x0_keeps_the_predicted_x0_in_range():
 
 # ---------------------------------------------------------------------------- guidance
 def test_classifier_free_guidance_endpoints_and_formula():
-    model = _randomised(MLPDenoiser(data_dim=2, hidden=16, num_layers=2, time_dim=8, num_classes=3), seed=2)
+    model = randomised_parameters(
+        MLPDenoiser(data_dim=2, hidden=16, num_layers=2, time_dim=8, num_classes=3), seed=2, scale=0.5
+    )
     x, t, y = mg.randn(5, 2), mg.randint(0, 50, (5,)), mg.tensor(np.array([0, 1, 2, 1, 0]))
     cond = model(x, t, y).detach().numpy()
     uncond = model(x, t, mg.full((5,), model.null_label, dtype=mg.int64)).detach().numpy()
@@ -551,7 +545,7 @@ def test_after_step_can_inpaint_the_known_region(sampler):
     q_sample(x_0, t_prev) of the original, so each x_t the sampler continues from carries the
     noised original there, and the final sample carries x_0 itself."""
     s = linear_schedule(20)
-    model = _randomised(MLPDenoiser(data_dim=4, hidden=8, num_layers=1, time_dim=4))
+    model = randomised_parameters(MLPDenoiser(data_dim=4, hidden=8, num_layers=1, time_dim=4), scale=0.5)
     x0, eps = mg.randn(3, 4), mg.randn(3, 4)
     known = mg.tensor(np.array([[True, True, False, False]]))
     seen: list[int] = []
@@ -607,7 +601,7 @@ def test_ema_matches_its_closed_form(warmup):
 
 
 def test_ema_swaps_its_weights_in_and_out():
-    model = _randomised(MLPDenoiser(data_dim=2, hidden=4, num_layers=1, time_dim=4))
+    model = randomised_parameters(MLPDenoiser(data_dim=2, hidden=4, num_layers=1, time_dim=4), scale=0.5)
     ema = EMA(model, decay=0.5)
     trained = [p.data.copy() for p in model.parameters()]
     _set(model, [np.zeros_like(v) for v in trained])

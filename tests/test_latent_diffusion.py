@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from random_models import randomised_parameters
 
 import minigen as mg
 from minigen.data.tokenizer import Tokenizer
@@ -32,14 +33,6 @@ from minigen.testing import arrays, to_device_like
 TOKENIZER = Tokenizer.default()
 CONTEXT = 16
 CAPTIONS = ["a small red 3 on the left", "the digit 7, blue, thick", "something green", "top: a big 0"]
-
-
-def _randomised(module, seed: int = 0, scale: float = 0.3):
-    """Every parameter random, so that zero-initialised outputs do not hide anything."""
-    rng = np.random.default_rng(seed)
-    for p in module.parameters():
-        p.data[...] = rng.normal(0.0, scale, p.shape).astype(p.dtype)
-    return module
 
 
 def _tiny_ldm(seed: int = 0, T: int = 50, prediction: str = "eps") -> LatentDiffusion:
@@ -84,7 +77,7 @@ def block_inputs(draw):
 @given(inputs=block_inputs(), data=st.data())
 def test_spatial_transformer_ignores_padded_tokens(device, inputs, data):
     x, context, pad = inputs
-    block = _randomised(SpatialTransformer(4, context_dim=3, num_heads=2).double(), seed=1).to(device)
+    block = randomised_parameters(SpatialTransformer(4, context_dim=3, num_heads=2).double(), seed=1).to(device)
 
     def run(ctx):
         with mg.no_grad():
@@ -96,13 +89,13 @@ def test_spatial_transformer_ignores_padded_tokens(device, inputs, data):
 
 
 def test_spatial_transformer_gradcheck():
-    block = _randomised(SpatialTransformer(4, context_dim=3, num_heads=2).double(), seed=2)
+    block = randomised_parameters(SpatialTransformer(4, context_dim=3, num_heads=2).double(), seed=2)
     rng = np.random.default_rng(3)
     x = mg.tensor(rng.normal(size=(2, 4, 2, 3)), requires_grad=True)
     context = mg.tensor(rng.normal(size=(2, 3, 3)), requires_grad=True)
     pad = mg.tensor(np.array([[False, False, True], [False, False, False]]))
     mg.gradcheck(lambda x, c: block(x, c, pad), x, context)
-    small = _randomised(SpatialTransformer(2, context_dim=3, num_heads=2).double(), seed=3)
+    small = randomised_parameters(SpatialTransformer(2, context_dim=3, num_heads=2).double(), seed=3)
     mg.gradcheck(small, x[:, :2], context, pad)  # and every parameter of a (smaller) block
 
 
@@ -141,7 +134,7 @@ def _torch_spatial_transformer(torch, channels, context_dim, heads, groups):
 @pytest.mark.torch
 def test_spatial_transformer_matches_pytorch():
     torch = pytest.importorskip("torch")
-    mine = _randomised(SpatialTransformer(8, context_dim=5, num_heads=2).double(), seed=4)
+    mine = randomised_parameters(SpatialTransformer(8, context_dim=5, num_heads=2).double(), seed=4)
     theirs = _torch_spatial_transformer(torch, 8, 5, 2, mine.norm.num_groups)
     state = {name: t.numpy() for name, t in mine.state_dict().items()}
     assert sorted(state) == sorted(theirs.state_dict())
@@ -180,7 +173,9 @@ def test_unet_shapes_attention_maps_and_zero_output():
 
 
 def test_unet_depends_on_the_caption_and_ignores_its_padding():
-    unet = _randomised(CrossAttentionUNet(4, base_channels=8, channel_mults=(1, 2), context_dim=6, num_heads=2))
+    unet = randomised_parameters(
+        CrossAttentionUNet(4, base_channels=8, channel_mults=(1, 2), context_dim=6, num_heads=2)
+    )
     z, t = mg.randn(2, 4, 8, 8), mg.tensor(np.array([3, 7]))
     context = mg.randn(2, 5, 6)
     pad = np.array([[False, False, False, True, True], [False, True, True, True, True]])
@@ -315,7 +310,7 @@ def test_caption_dropout_gives_the_null_caption_at_the_stated_rate():
 
 def test_guidance_w0_is_unconditional_and_w1_conditional():
     ldm = _tiny_ldm()
-    _randomised(ldm.unet, seed=3)
+    randomised_parameters(ldm.unet, seed=3)
     tokens, mask = encode_captions(TOKENIZER, CAPTIONS[:2], CONTEXT)
     z, t = mg.randn(2, 2, 8, 8), mg.tensor(np.array([10, 30]))
     null = ldm.null_condition()
@@ -367,7 +362,7 @@ def test_tokens_and_mask_must_match_the_latents():
 # ======================================================================= inpainting
 def test_inpainting_keeps_the_known_region_noised_at_every_step_and_exact_at_the_end():
     ldm = _tiny_ldm(T=40)
-    _randomised(ldm.unet, seed=5, scale=0.1)
+    randomised_parameters(ldm.unet, seed=5, scale=0.1)
     x = _images(2, seed=2)
     ldm.fit_latent_scale(x)
     known = np.ones((32, 32), bool)
@@ -413,7 +408,7 @@ def test_inpainting_mask_of_the_wrong_shape_is_refused():
 # ============================================================ the whole model learns
 def test_cross_attention_maps_are_distributions_over_the_words():
     ldm = _tiny_ldm()
-    _randomised(ldm.unet, seed=6, scale=0.2)
+    randomised_parameters(ldm.unet, seed=6, scale=0.2)
     tokens, mask = encode_captions(TOKENIZER, CAPTIONS[:2], CONTEXT)
     maps = ldm.cross_attention_maps(mg.randn(2, 2, 8, 8), mg.tensor(np.array([5, 5])), tokens, mask)
     assert len(maps) == 3 and maps[0].shape == (2, 16, CONTEXT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from random_models import normal_f64, randomised_parameters
 
 import minigen as mg
 import minigen.nn as nn
@@ -20,17 +21,6 @@ from minigen.models.pix2pix import (
     receptive_field,
     train_step,
 )
-
-
-def _randomised(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
-    rng = np.random.default_rng(seed)
-    for p in model.parameters():
-        p.data[...] = rng.normal(0.0, scale, p.shape).astype(p.dtype)
-    return model
-
-
-def _f64(*shape: int, seed: int = 0) -> mg.Tensor:
-    return mg.tensor(np.random.default_rng(seed).normal(size=shape), dtype=mg.float64)
 
 
 # ----------------------------------------------------------------------------- U-Net
@@ -56,7 +46,7 @@ def test_unet_skip_shapes(size, upsample, device):
 
 def test_unet_train_and_eval_compute_the_same_function():
     with mg.no_grad():  # forward values only
-        G = _randomised(UNetGenerator(1, 1, base_channels=4, levels=2))
+        G = randomised_parameters(UNetGenerator(1, 1, base_channels=4, levels=2))
         x = mg.randn(3, 1, 8, 8)
         G.train()
         in_training = G(x).numpy()
@@ -68,7 +58,7 @@ def test_unet_train_and_eval_compute_the_same_function():
 
 def test_noise_input_z():
     """G(x, z): z is drawn fresh each call unless given; with z fixed, G is one function in both modes."""
-    G = _randomised(UNetGenerator(1, 1, base_channels=4, levels=2, noise_channels=1))
+    G = randomised_parameters(UNetGenerator(1, 1, base_channels=4, levels=2, noise_channels=1))
     x = mg.randn(2, 1, 8, 8)
     z = mg.randn(2, 1, 8, 8)
     with mg.no_grad():
@@ -99,32 +89,34 @@ def test_unet_rejects_sizes_it_cannot_halve_enough_times():
 
 # --------------------------------------------------------------------- gradient checks
 def test_encoder_block_gradcheck():
-    mg.gradcheck(_randomised(EncoderBlock(2, 4)).to(mg.float64), _f64(2, 2, 4, 4))
+    mg.gradcheck(randomised_parameters(EncoderBlock(2, 4)).to(mg.float64), normal_f64(2, 2, 4, 4))
 
 
 @pytest.mark.parametrize("upsample", ["nearest", "transposed"])
 def test_decoder_block_gradcheck(upsample):
-    block = _randomised(DecoderBlock(4, 4, upsample)).to(mg.float64)
-    mg.gradcheck(block, _f64(2, 4, 2, 2))
+    block = randomised_parameters(DecoderBlock(4, 4, upsample)).to(mg.float64)
+    mg.gradcheck(block, normal_f64(2, 4, 2, 2))
 
 
 @pytest.mark.parametrize("upsample", ["nearest", "transposed"])
 def test_unet_generator_gradcheck(upsample):
     """The whole U-Net, with respect to its input (its blocks' weights are checked above)."""
-    G = _randomised(UNetGenerator(1, 2, base_channels=4, levels=2, upsample=upsample), scale=0.2).to(mg.float64)
-    mg.gradcheck(lambda x: G(x), _f64(1, 1, 4, 4).requires_grad_(True))
+    G = randomised_parameters(UNetGenerator(1, 2, base_channels=4, levels=2, upsample=upsample), scale=0.2).to(
+        mg.float64
+    )
+    mg.gradcheck(lambda x: G(x), normal_f64(1, 1, 4, 4).requires_grad_(True))
 
 
 def test_patch_discriminator_gradcheck():
-    D = _randomised(PatchDiscriminator(3, base_channels=4, num_layers=2), scale=0.2).to(mg.float64)
-    mg.gradcheck(lambda y, x: D(y, condition=x), _f64(2, 2, 4, 4), _f64(2, 1, 4, 4, seed=1))
+    D = randomised_parameters(PatchDiscriminator(3, base_channels=4, num_layers=2), scale=0.2).to(mg.float64)
+    mg.gradcheck(lambda y, x: D(y, condition=x), normal_f64(2, 2, 4, 4), normal_f64(2, 1, 4, 4, seed=1))
 
 
 def test_losses_gradcheck():
     fake = mg.tensor(np.random.default_rng(0).normal(size=(2, 1, 3, 3)), dtype=mg.float64, requires_grad=True)
-    real = _f64(2, 1, 3, 3, seed=1).requires_grad_(True)
-    output = _f64(2, 1, 4, 4, seed=2).requires_grad_(True)
-    target = _f64(2, 1, 4, 4, seed=3)
+    real = normal_f64(2, 1, 3, 3, seed=1).requires_grad_(True)
+    output = normal_f64(2, 1, 4, 4, seed=2).requires_grad_(True)
+    target = normal_f64(2, 1, 4, 4, seed=3)
     mg.gradcheck(lambda f, o: generator_loss(f, o, target)[0], fake, output)
     mg.gradcheck(discriminator_loss, real, fake)
 
@@ -134,7 +126,9 @@ def test_losses_gradcheck():
 def test_receptive_field_matches_a_brute_force_check(num_layers, expected):
     """Perturb one input pixel and see which outputs change: their span is the receptive field."""
     with mg.no_grad():  # forward values only
-        D = _randomised(PatchDiscriminator(1, base_channels=4, num_layers=num_layers), scale=0.3).to(mg.float64)
+        D = randomised_parameters(PatchDiscriminator(1, base_channels=4, num_layers=num_layers), scale=0.3).to(
+            mg.float64
+        )
         assert D.receptive_field == receptive_field(D.net) == expected
         size = 32
         x = np.random.default_rng(1).normal(size=(1, 1, size, size))
@@ -200,8 +194,8 @@ def test_composed_losses_against_pytorch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     x, y = rng.uniform(-1, 1, (2, 1, 6, 6)), rng.uniform(-1, 1, (2, 1, 6, 6))
-    G = _randomised(nn.Conv2d(1, 1, 3, padding=1), seed=1).to(mg.float64)
-    D = _randomised(nn.Conv2d(2, 1, 2, stride=2), seed=2).to(mg.float64)
+    G = randomised_parameters(nn.Conv2d(1, 1, 3, padding=1), seed=1).to(mg.float64)
+    D = randomised_parameters(nn.Conv2d(2, 1, 2, stride=2), seed=2).to(mg.float64)
     tG, tD = torch.nn.Conv2d(1, 1, 3, padding=1).double(), torch.nn.Conv2d(2, 1, 2, stride=2).double()
     with torch.no_grad():
         for mine, theirs in ((G, tG), (D, tD)):

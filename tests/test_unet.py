@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from random_models import normal_f64, randomised_parameters
 
 import minigen as mg
 from minigen.models.diffusion import ddpm_loss, linear_schedule
@@ -20,17 +21,6 @@ from minigen.models.unet import (
     num_groups_for,
     sinusoidal_embedding,
 )
-
-
-def _randomised(model, seed: int = 0, scale: float = 0.3):
-    rng = np.random.default_rng(seed)
-    for p in model.parameters():
-        p.data[...] = rng.normal(0.0, scale, p.shape).astype(p.dtype)
-    return model
-
-
-def _f64(*shape: int, seed: int = 0) -> mg.Tensor:
-    return mg.tensor(np.random.default_rng(seed).normal(size=shape), dtype=mg.float64)
 
 
 # ---------------------------------------------------------------------- time embedding
@@ -73,13 +63,13 @@ def test_group_counts_suit_small_widths(channels, groups):
 
 @pytest.mark.parametrize("in_channels, out_channels", [(4, 4), (2, 4)])
 def test_resblock_gradcheck(in_channels, out_channels):
-    block = _randomised(ResBlock(in_channels, out_channels, time_dim=3))
+    block = randomised_parameters(ResBlock(in_channels, out_channels, time_dim=3))
     assert type(block.skip).__name__ == ("Conv2d" if in_channels != out_channels else "Identity")
-    mg.gradcheck(block, _f64(2, in_channels, 3, 3), _f64(2, 3, seed=1))
+    mg.gradcheck(block, normal_f64(2, in_channels, 3, 3), normal_f64(2, 3, seed=1))
 
 
 def test_resblock_uses_the_time_embedding():
-    block = _randomised(ResBlock(4, 8, time_dim=6))
+    block = randomised_parameters(ResBlock(4, 8, time_dim=6))
     x = mg.randn(2, 4, 4, 4)
     a, b = block(x, mg.randn(2, 6)), block(x, mg.randn(2, 6))
     assert a.shape == (2, 8, 4, 4)
@@ -87,20 +77,20 @@ def test_resblock_uses_the_time_embedding():
 
 
 def test_down_and_up_blocks_gradcheck():
-    down = _randomised(DownBlock(2, 4, time_dim=3)).double()
-    x, temb = _f64(2, 2, 4, 4), _f64(2, 3, seed=1)
+    down = randomised_parameters(DownBlock(2, 4, time_dim=3)).double()
+    x, temb = normal_f64(2, 2, 4, 4), normal_f64(2, 3, seed=1)
     h, skip = down(x, temb)
     assert h.shape == (2, 4, 2, 2) and skip.shape == (2, 4, 4, 4)
     mg.gradcheck(down, x, temb)
-    up = _randomised(UpBlock(4, 2, 2, time_dim=3), seed=2).double()
-    low, skip = _f64(2, 4, 2, 2, seed=3), _f64(2, 2, 4, 4, seed=4)
+    up = randomised_parameters(UpBlock(4, 2, 2, time_dim=3), seed=2).double()
+    low, skip = normal_f64(2, 4, 2, 2, seed=3), normal_f64(2, 2, 4, 4, seed=4)
     assert up(low, skip, temb).shape == (2, 2, 4, 4)
     mg.gradcheck(up, low, skip, temb)
 
 
 def test_self_attention_gradcheck_and_global_mixing():
-    attention = _randomised(SelfAttention2d(8, num_heads=2)).double()
-    x = _f64(2, 8, 3, 3)
+    attention = randomised_parameters(SelfAttention2d(8, num_heads=2)).double()
+    x = normal_f64(2, 8, 3, 3)
     mg.gradcheck(attention, x)
     # Changing one pixel changes the output at every pixel: attention is global.
     with mg.no_grad():
@@ -131,7 +121,7 @@ def test_unet_shapes_and_zero_initialised_output():
 
 
 def test_unet_depends_on_x_t_and_label_and_uses_the_null_label():
-    net = _randomised(UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), num_classes=3), scale=0.2)
+    net = randomised_parameters(UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), num_classes=3), scale=0.2)
     x, t = mg.randn(3, 1, 8, 8), mg.randint(0, 100, (3,))
     with mg.no_grad():
         base = net(x, t, mg.tensor(np.array([0, 1, 2]))).numpy()
@@ -145,7 +135,7 @@ def test_unet_depends_on_x_t_and_label_and_uses_the_null_label():
 
 
 def test_unet_gradients_reach_every_parameter():
-    net = _randomised(UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), num_classes=2), scale=0.2)
+    net = randomised_parameters(UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), num_classes=2), scale=0.2)
     out = net(mg.randn(2, 1, 8, 8), mg.randint(0, 50, (2,)), mg.tensor(np.array([0, 1])))
     (out * out).sum().backward()
     for name, p in net.named_parameters():
@@ -153,7 +143,7 @@ def test_unet_gradients_reach_every_parameter():
 
 
 def test_unet_same_on_every_device(device):
-    net = _randomised(UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), num_classes=2), scale=0.2)
+    net = randomised_parameters(UNet(in_channels=1, base_channels=8, channel_mults=(1, 2), num_classes=2), scale=0.2)
     rng = np.random.default_rng(3)
     x, t, y = rng.normal(size=(2, 1, 8, 8)).astype(np.float32), np.array([3, 40]), np.array([1, 0])
     outputs = []
@@ -200,8 +190,8 @@ def test_mlp_denoiser_shapes_and_errors():
 
 
 def test_mlp_denoiser_gradcheck():
-    model = _randomised(MLPDenoiser(data_dim=2, hidden=6, num_layers=2, time_dim=4, num_classes=2))
+    model = randomised_parameters(MLPDenoiser(data_dim=2, hidden=6, num_layers=2, time_dim=4, num_classes=2))
     t = mg.tensor(np.array([1, 7, 30]))
     y = mg.tensor(np.array([0, 2, 1]))
-    mg.gradcheck(lambda x: model(x, t, y), _f64(3, 2))
-    mg.gradcheck(model, _f64(3, 2), t, y)
+    mg.gradcheck(lambda x: model(x, t, y), normal_f64(3, 2))
+    mg.gradcheck(model, normal_f64(3, 2), t, y)
