@@ -83,7 +83,7 @@ def test_clip_demo_reaches_its_targets(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ci_quality
 def test_clip_demo_ci_sized_run_learns_every_attribute_but_the_digit_fully(tmp_path):
-    """800 steps (about half the default's time): colour and retrieval are there, the digits
+    """800 steps (two fifths of the default's 2,000): colour and retrieval are there, the digits
     (the last attribute CLIP learns here) are well above chance (0.1) but not yet at 0.9."""
     metrics = _run(tmp_path, "--steps", "800")
     assert metrics["zero_shot_colour"] >= 0.90
