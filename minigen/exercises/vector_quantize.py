@@ -204,10 +204,9 @@ def _indices(result: object, name: str) -> np.ndarray:
 
 
 def _scatter(k: np.ndarray, rows: np.ndarray, num_codes: int) -> np.ndarray:
-    """Σ_{i: k(i)=k} rows_i for each code: what the embedding's backward does."""
-    out = np.zeros((num_codes, rows.shape[1]))
-    np.add.at(out, k, rows)
-    return out
+    """Σ_{i: k(i)=k} rows_i for each code, = onehot(k)ᵀ · rows: what the embedding's backward does."""
+    onehot = np.arange(num_codes)[None, :] == k[:, None]  # (M, K)
+    return onehot.T.astype(rows.dtype) @ rows
 
 
 # ------------------------------------------------------------------------- properties
