@@ -1,8 +1,8 @@
 """demos/text_to_image.py: a --quick smoke test, and the issue's targets (slow).
 
 Run the slow ones with ``pytest -m slow tests/test_demos_text_to_image.py``: the default run
-(once, shared by two tests: what it reaches, and the digit targets it does not reach yet,
-marked xfail) and the shorter ``--steps 600`` run.
+against the issue's targets (``full_demo``), and the ``--steps 1500`` run that CI checks
+(``ci_quality``).
 """
 
 from __future__ import annotations
@@ -67,46 +67,36 @@ def test_text_to_image_demo_rejects_a_missing_clip_checkpoint(tmp_path, capsys):
     assert "--clip-init" in capsys.readouterr().err
 
 
-def _assert_reached(metrics: dict, layout: float) -> None:
-    """What the demo does reach: the caption's colour, position and size, a good autoencoder, a kept region."""
+def _assert_layout_and_autoencoder(metrics: dict, layout: float) -> None:
+    """The caption's colour, position and size, a good autoencoder, and a kept region that stays put."""
     for key in ("colour_accuracy", "position_accuracy", "size_accuracy"):
         assert metrics[key] >= layout, (key, metrics)
     assert metrics["autoencoder_psnr"] > 20.0
     assert metrics["inpaint_known_region_error"] < 0.05
 
 
-@pytest.fixture(scope="module")
-def default_run(tmp_path_factory) -> dict:
-    return _run(tmp_path_factory.mktemp("text_to_image_default"))
+@pytest.mark.slow
+@pytest.mark.full_demo
+def test_text_to_image_demo_reaches_its_targets(tmp_path):
+    """The default run (about 13 minutes on the 2-core machine): the issue's targets."""
+    metrics = _run(tmp_path)
+    _assert_layout_and_autoencoder(metrics, layout=0.8)  # measured 1.0, 1.0, 1.0
+    assert metrics["digit_accuracy"] >= 0.8, metrics  # measured 0.845
+    assert metrics["heldout_combo_accuracy"] >= 0.6, metrics  # measured 0.72
+    assert metrics["inpaint_digit_accuracy"] >= 0.8, metrics
+    # guidance is what reads the digit: w = 0 ignores the caption (measured 0.065, chance 0.1)
+    assert metrics["digit_accuracy"] >= metrics["unguided_digit_accuracy"] + 0.5, metrics
 
 
 @pytest.mark.slow
-@pytest.mark.full_demo
-def test_text_to_image_demo_draws_colour_position_and_size(default_run):
-    _assert_reached(default_run, layout=0.9)  # measured 1.0, 1.0, 1.0
-    # measured 0.46 against 0.115: guidance is what reads the digit from the caption
-    assert default_run["digit_accuracy"] >= default_run["unguided_digit_accuracy"] + 0.2, default_run
+@pytest.mark.ci_quality
+def test_text_to_image_demo_ci_sized_run_draws_the_layout_and_starts_on_the_digit(tmp_path):
+    """1500 steps (half the default's 3000): colour, place and size are right, and the digit,
+    the attribute learned last, is well above chance (0.1) but not yet at 0.8."""
+    metrics = _run(tmp_path, *CI_FLAGS)
+    _assert_layout_and_autoencoder(metrics, layout=0.9)
+    assert metrics["digit_accuracy"] >= 0.3, metrics
+    assert metrics["digit_accuracy"] >= metrics["unguided_digit_accuracy"] + 0.2, metrics
 
 
-# Measured on the default run (CPU, seed 0): digit 0.46, heldout_combo 0.26 and inpaint_digit 0.425;
-# the samples have the caption's colour, place and size, but looped digits (0, 2, 3, 5, 8, 9) often
-# come out as 0, 6 or 8.
-@pytest.mark.slow
-@pytest.mark.full_demo
-@pytest.mark.xfail(
-    strict=True, reason="issue 17's digit targets are not reached yet: digit_accuracy 0.46 (target 0.80)"
-)
-def test_text_to_image_demo_reaches_the_digit_targets(default_run):
-    for key in ("digit_accuracy", "inpaint_digit_accuracy"):
-        assert default_run[key] >= 0.8, (key, default_run)
-    assert default_run["heldout_combo_accuracy"] >= 0.6, default_run
-
-
-@pytest.mark.slow
-@pytest.mark.full_demo
-def test_text_to_image_demo_short_run_draws_colour_position_and_size(tmp_path):
-    # measured (600 steps): colour 1.0, position 1.0, size 0.995; the digit is still at chance (0.095)
-    _assert_reached(_run(tmp_path, *CI_FLAGS), layout=0.8)
-
-
-CI_FLAGS = ("--steps", "600")
+CI_FLAGS = ("--steps", "1500")
