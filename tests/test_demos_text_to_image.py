@@ -83,7 +83,7 @@ def test_text_to_image_demo_reaches_its_targets(tmp_path):
     _assert_layout_and_autoencoder(metrics, layout=0.8)  # measured 1.0, 1.0, 1.0
     assert metrics["digit_accuracy"] >= 0.8, metrics  # measured 0.845
     assert metrics["heldout_combo_accuracy"] >= 0.6, metrics  # measured 0.72
-    assert metrics["inpaint_digit_accuracy"] >= 0.8, metrics
+    assert metrics["inpaint_digit_accuracy"] >= 0.8, metrics  # measured 0.91 (100 images)
     # guidance is what reads the digit: w = 0 ignores the caption (measured 0.065, chance 0.1)
     assert metrics["digit_accuracy"] >= metrics["unguided_digit_accuracy"] + 0.5, metrics
 
